@@ -1,0 +1,913 @@
+//! [`SipMessage`]: framing of the start line and header section, the header index, and the
+//! lazy typed accessors.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use crate::addr::NameAddr;
+use crate::auth::AuthValue;
+use crate::error::{ParseError, ParseErrorKind};
+use crate::header::HeaderName;
+use crate::method::{Method, MethodCode};
+use crate::scan::{CommaValues, is_lws, is_token, is_token_byte, parse_u64, trim_lws};
+use crate::typed::{CSeq, Contact};
+use crate::uri::Uri;
+use crate::via::Via;
+
+/// Most header lines a message may carry; more is [`ParseErrorKind::TooManyHeaders`].
+pub const MAX_HEADERS: usize = 1000;
+
+/// Header lines kept inline in [`SipMessage`] before the index spills to the heap.
+pub const INLINE_HEADERS: usize = 32;
+
+/// One entry of the header index. Offsets are into the message bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) name: HeaderName,
+    /// Start of the line (= start of the field name).
+    pub(crate) start: u32,
+    pub(crate) name_end: u32,
+    /// Value, trimmed of LWS on both sides; folding inside is kept raw.
+    pub(crate) value_start: u32,
+    pub(crate) value_end: u32,
+    /// End of the line, after its LF (continuation lines included).
+    pub(crate) line_end: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Request(MethodCode),
+    Response(u16),
+}
+
+const FLAG_NO_EMPTY_LINE: u8 = 1;
+const FLAG_BAD_LINE: u8 = 2;
+const FLAG_CL_TOO_BIG: u8 = 4;
+
+/// A SIP message (RFC 3261 §7) owning exactly its bytes.
+///
+/// Built by [`parse`](Self::parse) (framing + validation) or
+/// [`parse_lenient`](Self::parse_lenient) (framing only). It keeps the received bytes
+/// untouched, an index of the start line and of every header line, and parses typed header
+/// values only when an accessor asks for them. Nothing requires UTF-8.
+#[derive(Debug, Clone)]
+pub struct SipMessage {
+    buf: Bytes,
+    kind: Kind,
+    /// Request: method / Request-URI / SIP-Version. Response: SIP-Version / code / reason.
+    sl: [(u32, u32); 3],
+    headers: SmallVec<[Entry; INLINE_HEADERS]>,
+    /// Offset of the empty line that ends the header section.
+    headers_end: u32,
+    body_start: u32,
+    flags: u8,
+    bad_line: u32,
+}
+
+/// A view of one header line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderLine<'a> {
+    /// Position in the header index (what [`Edits`](crate::Edits) take).
+    pub index: usize,
+    /// Classified name.
+    pub name: HeaderName,
+    /// Field name as received (`v`, `VIA`, `Via`...).
+    pub name_bytes: &'a [u8],
+    /// Value, trimmed, folding kept raw.
+    pub value: &'a [u8],
+    /// Byte range of the value in the message.
+    pub value_range: Range<usize>,
+    /// Byte range of the whole line, its CRLF and continuation lines included.
+    pub line_range: Range<usize>,
+}
+
+#[inline]
+fn r(a: u32, b: u32) -> Range<usize> {
+    a as usize..b as usize
+}
+
+impl SipMessage {
+    /// Frames and validates a message: [`parse_lenient`](Self::parse_lenient) then
+    /// [`validate`](Self::validate).
+    ///
+    /// For a datagram carrying more bytes than Content-Length announces, the message stops at
+    /// Content-Length and the rest is dropped (RFC 3261 §18.3, RFC 4475 §3.1.1.8).
+    pub fn parse(buf: Bytes) -> Result<SipMessage, ParseError> {
+        let msg = Self::parse_lenient(buf)?;
+        msg.validate()?;
+        Ok(msg)
+    }
+
+    /// Frames the start line and header section and builds the header index, without checking
+    /// the syntax of values. Fails only when the message cannot be framed at all (no start
+    /// line, no line end, too many headers, too large), so a server can still answer 400 to
+    /// what it got (see [`write_error_response_raw`](Self::write_error_response_raw)).
+    ///
+    /// Leading CRLFs are skipped (RFC 3261 §7.5). Without Content-Length the body is the rest
+    /// of the buffer (datagram semantics, §18.3).
+    pub fn parse_lenient(mut buf: Bytes) -> Result<SipMessage, ParseError> {
+        if buf.len() > u32::MAX as usize - 2 {
+            return Err(ParseError::new(ParseErrorKind::TooLarge, 0));
+        }
+        // Ignore CRLFs before the start line (RFC 3261 §7.5).
+        let lead = buf
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .ok_or(ParseError::new(ParseErrorKind::Empty, 0))?;
+        if lead > 0 {
+            buf = buf.slice(lead..);
+        }
+        let b: &[u8] = &buf;
+        let n = b.len();
+
+        // Start line.
+        let nl = memchr::memchr(b'\n', b).ok_or(ParseError::new(ParseErrorKind::Truncated, 0))?;
+        let sl_line_end = nl + 1;
+        let sl_end = if nl > 0 && b[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        let line = &b[..sl_end];
+        let sp1 =
+            memchr::memchr(b' ', line).ok_or(ParseError::new(ParseErrorKind::StartLine, 0))?;
+        if sp1 == 0 {
+            return Err(ParseError::new(ParseErrorKind::StartLine, 0));
+        }
+        let (kind, sl) = if line.len() > 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+            // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+            let cs = sp1 + 1;
+            let ce = memchr::memchr(b' ', &line[cs..]).map_or(sl_end, |p| cs + p);
+            let rs = (ce + 1).min(sl_end);
+            let code = &line[cs..ce];
+            let status = if code.len() == 3 {
+                crate::scan::parse_u32(code).map_or(0, |c| c as u16)
+            } else {
+                0
+            };
+            (Kind::Response(status), [(0, sp1), (cs, ce), (rs, sl_end)])
+        } else {
+            // Request-Line = Method SP Request-URI SP SIP-Version
+            let last = memchr::memrchr(b' ', line).unwrap_or(sp1);
+            let method = &line[..sp1];
+            let (us, ue, vs) = if last > sp1 {
+                (sp1 + 1, last, last + 1)
+            } else {
+                (sp1 + 1, sl_end, sl_end)
+            };
+            (
+                Kind::Request(MethodCode::from_bytes(method)),
+                [(0, sp1), (us, ue), (vs, sl_end)],
+            )
+        };
+
+        let mut msg = SipMessage {
+            kind,
+            sl: [
+                (sl[0].0 as u32, sl[0].1 as u32),
+                (sl[1].0 as u32, sl[1].1 as u32),
+                (sl[2].0 as u32, sl[2].1 as u32),
+            ],
+            headers: SmallVec::new(),
+            headers_end: n as u32,
+            body_start: n as u32,
+            flags: 0,
+            bad_line: 0,
+            buf: Bytes::new(),
+        };
+
+        // Header lines.
+        let mut pos = sl_line_end;
+        let mut content_length: Option<Option<u64>> = None;
+        loop {
+            if pos >= n {
+                msg.flags |= FLAG_NO_EMPTY_LINE;
+                msg.headers_end = n as u32;
+                msg.body_start = n as u32;
+                break;
+            }
+            let c = b[pos];
+            if c == b'\n' {
+                msg.headers_end = pos as u32;
+                msg.body_start = (pos + 1) as u32;
+                break;
+            }
+            if c == b'\r' && b.get(pos + 1) == Some(&b'\n') {
+                msg.headers_end = pos as u32;
+                msg.body_start = (pos + 2) as u32;
+                break;
+            }
+            // field-name = token, then optional SP/HT, then ':' (RFC 3261 §7.3.1).
+            let mut i = pos;
+            while i < n && is_token_byte(b[i]) {
+                i += 1;
+            }
+            let name_end = i;
+            while i < n && (b[i] == b' ' || b[i] == b'\t') {
+                i += 1;
+            }
+            let ok = name_end > pos && i < n && b[i] == b':';
+            let value_from = if ok { i + 1 } else { pos };
+            // End of the line, continuation lines (starting with SP/HT) included.
+            let mut e = value_from;
+            let line_end = loop {
+                match memchr::memchr(b'\n', &b[e..]) {
+                    None => break n,
+                    Some(off) => {
+                        let nl = e + off;
+                        match b.get(nl + 1) {
+                            Some(b' ' | b'\t') => e = nl + 1,
+                            _ => break nl + 1,
+                        }
+                    }
+                }
+            };
+            if !ok {
+                if msg.flags & FLAG_BAD_LINE == 0 {
+                    msg.flags |= FLAG_BAD_LINE;
+                    msg.bad_line = pos as u32;
+                }
+                pos = line_end;
+                continue;
+            }
+            let mut vs = value_from;
+            while vs < line_end && is_lws(b[vs]) {
+                vs += 1;
+            }
+            let mut ve = line_end;
+            while ve > vs && is_lws(b[ve - 1]) {
+                ve -= 1;
+            }
+            if vs == ve {
+                // Empty value: anchor it right after the colon so that a replacement stays on
+                // the line.
+                vs = value_from;
+                ve = value_from;
+            }
+            if msg.headers.len() >= MAX_HEADERS {
+                return Err(ParseError::new(ParseErrorKind::TooManyHeaders, pos));
+            }
+            let name = HeaderName::from_bytes(&b[pos..name_end]);
+            if name == HeaderName::ContentLength && content_length.is_none() {
+                content_length = Some(parse_u64(&b[vs..ve]));
+            }
+            msg.headers.push(Entry {
+                name,
+                start: pos as u32,
+                name_end: name_end as u32,
+                value_start: vs as u32,
+                value_end: ve as u32,
+                line_end: line_end as u32,
+            });
+            pos = line_end;
+        }
+
+        // Body: Content-Length bytes when given; the rest of the datagram otherwise.
+        let body_start = msg.body_start as usize;
+        let mut end = n;
+        if let Some(Some(cl)) = content_length {
+            let avail = (n - body_start) as u64;
+            if cl <= avail {
+                end = body_start + cl as usize;
+            } else {
+                msg.flags |= FLAG_CL_TOO_BIG;
+            }
+        }
+        buf.truncate(end);
+        msg.buf = buf;
+        Ok(msg)
+    }
+
+    // ----- whole message -----
+
+    /// The message bytes, exactly as received (trailing datagram octets excluded).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The message as a shared [`Bytes`] (cheap clone).
+    pub fn bytes(&self) -> &Bytes {
+        &self.buf
+    }
+
+    /// Gives the bytes back.
+    pub fn into_bytes(self) -> Bytes {
+        self.buf
+    }
+
+    /// Length of the message in bytes.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Never true for a parsed message; present for API symmetry with [`len`](Self::len).
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    #[inline]
+    fn slice(&self, a: u32, b: u32) -> &[u8] {
+        self.buf.get(a as usize..b as usize).unwrap_or(&[])
+    }
+
+    // ----- start line -----
+
+    /// True for a request (RFC 3261 §7.1).
+    pub fn is_request(&self) -> bool {
+        matches!(self.kind, Kind::Request(_))
+    }
+
+    /// True for a response (RFC 3261 §7.2).
+    pub fn is_response(&self) -> bool {
+        matches!(self.kind, Kind::Response(_))
+    }
+
+    /// The start line without its line end.
+    pub fn start_line_bytes(&self) -> &[u8] {
+        self.slice(0, self.sl[2].1)
+    }
+
+    /// Request method (case-sensitive, RFC 3261 §7.1); `None` for a response.
+    #[inline]
+    pub fn method(&self) -> Option<Method<'_>> {
+        match self.kind {
+            Kind::Request(code) => Some(code.to_method(self.slice(self.sl[0].0, self.sl[0].1))),
+            Kind::Response(_) => None,
+        }
+    }
+
+    /// Raw method bytes of a request.
+    pub fn method_bytes(&self) -> Option<&[u8]> {
+        self.is_request()
+            .then(|| self.slice(self.sl[0].0, self.sl[0].1))
+    }
+
+    /// Raw Request-URI of a request.
+    pub fn request_uri_bytes(&self) -> Option<&[u8]> {
+        self.is_request()
+            .then(|| self.slice(self.sl[1].0, self.sl[1].1))
+    }
+
+    /// Parsed Request-URI (`None` for a response or an unparsable URI).
+    pub fn request_uri(&self) -> Option<Uri<'_>> {
+        Uri::parse(self.request_uri_bytes()?).ok()
+    }
+
+    /// Byte range of the Request-URI (what [`Edits::set_request_uri`](crate::Edits::set_request_uri) replaces).
+    pub fn request_uri_range(&self) -> Option<Range<usize>> {
+        self.is_request().then(|| r(self.sl[1].0, self.sl[1].1))
+    }
+
+    /// SIP-Version as written (`SIP/2.0`).
+    pub fn version_bytes(&self) -> &[u8] {
+        match self.kind {
+            Kind::Request(_) => self.slice(self.sl[2].0, self.sl[2].1),
+            Kind::Response(_) => self.slice(self.sl[0].0, self.sl[0].1),
+        }
+    }
+
+    /// Status code of a response (0 when the code is not three digits; such a message does
+    /// not [`validate`](Self::validate)).
+    pub fn status(&self) -> Option<u16> {
+        match self.kind {
+            Kind::Response(s) => Some(s),
+            Kind::Request(_) => None,
+        }
+    }
+
+    /// Reason-Phrase of a response (may be empty, may be any bytes, RFC 4475 §3.1.1.12).
+    pub fn reason_bytes(&self) -> Option<&[u8]> {
+        self.is_response()
+            .then(|| self.slice(self.sl[2].0, self.sl[2].1))
+    }
+
+    pub(crate) fn start_line_parts(&self) -> [&[u8]; 3] {
+        [
+            self.slice(self.sl[0].0, self.sl[0].1),
+            self.slice(self.sl[1].0, self.sl[1].1),
+            self.slice(self.sl[2].0, self.sl[2].1),
+        ]
+    }
+
+    // ----- header index -----
+
+    /// Number of header lines.
+    pub fn header_count(&self) -> usize {
+        self.headers.len()
+    }
+
+    pub(crate) fn entries(&self) -> &[Entry] {
+        &self.headers
+    }
+
+    /// Offset of the empty line that closes the header section (where headers appended at the
+    /// end go).
+    pub fn headers_end(&self) -> usize {
+        self.headers_end as usize
+    }
+
+    /// Offset of the first body byte.
+    pub fn body_offset(&self) -> usize {
+        (self.body_start as usize).min(self.buf.len())
+    }
+
+    pub(crate) fn has_empty_line(&self) -> bool {
+        self.flags & FLAG_NO_EMPTY_LINE == 0
+    }
+
+    pub(crate) fn bad_line(&self) -> Option<usize> {
+        (self.flags & FLAG_BAD_LINE != 0).then_some(self.bad_line as usize)
+    }
+
+    pub(crate) fn content_length_too_big(&self) -> bool {
+        self.flags & FLAG_CL_TOO_BIG != 0
+    }
+
+    fn line(&self, index: usize, e: &Entry) -> HeaderLine<'_> {
+        HeaderLine {
+            index,
+            name: e.name,
+            name_bytes: self.slice(e.start, e.name_end),
+            value: self.slice(e.value_start, e.value_end),
+            value_range: r(e.value_start, e.value_end),
+            line_range: r(e.start, e.line_end),
+        }
+    }
+
+    /// Header line number `index`.
+    pub fn header_line(&self, index: usize) -> Option<HeaderLine<'_>> {
+        self.headers.get(index).map(|e| self.line(index, e))
+    }
+
+    /// All header lines in order.
+    pub fn header_lines(&self) -> impl Iterator<Item = HeaderLine<'_>> + '_ {
+        self.headers
+            .iter()
+            .enumerate()
+            .map(|(i, e)| self.line(i, e))
+    }
+
+    /// Index of the first header line called `name`.
+    #[inline]
+    pub fn header_index(&self, name: HeaderName) -> Option<usize> {
+        self.headers.iter().position(|e| e.name == name)
+    }
+
+    /// Indices of every header line called `name`, in order.
+    pub fn header_indices(&self, name: HeaderName) -> impl Iterator<Item = usize> + '_ {
+        self.headers
+            .iter()
+            .enumerate()
+            .filter(move |(_, e)| e.name == name)
+            .map(|(i, _)| i)
+    }
+
+    /// Value of the first header line called `name` (whole line value: for list headers it may
+    /// hold several comma-separated values).
+    #[inline]
+    pub fn header(&self, name: HeaderName) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| self.slice(e.value_start, e.value_end))
+    }
+
+    /// Values of every header line called `name`, in order.
+    pub fn headers(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
+        self.headers
+            .iter()
+            .filter(move |e| e.name == name)
+            .map(|e| self.slice(e.value_start, e.value_end))
+    }
+
+    /// Number of header lines called `name`.
+    pub fn header_line_count(&self, name: HeaderName) -> usize {
+        self.headers.iter().filter(|e| e.name == name).count()
+    }
+
+    fn entry_matches(&self, e: &Entry, kind: HeaderName, raw: &[u8]) -> bool {
+        e.name == kind
+            && (kind != HeaderName::Other
+                || self.slice(e.start, e.name_end).eq_ignore_ascii_case(raw))
+    }
+
+    /// Value of the first header line whose name is `name` (case-insensitive; a compact form
+    /// and its long form are the same header).
+    pub fn header_by_name(&self, name: &[u8]) -> Option<&[u8]> {
+        let kind = HeaderName::from_bytes(name);
+        self.headers
+            .iter()
+            .find(|e| self.entry_matches(e, kind, name))
+            .map(|e| self.slice(e.value_start, e.value_end))
+    }
+
+    /// Values of every header line whose name is `name` (case-insensitive, compact-aware).
+    pub fn headers_by_name<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let kind = HeaderName::from_bytes(name);
+        self.headers
+            .iter()
+            .filter(move |e| self.entry_matches(e, kind, name))
+            .map(|e| self.slice(e.value_start, e.value_end))
+    }
+
+    /// Indices of every header line whose name is `name` (case-insensitive, compact-aware).
+    pub fn header_indices_by_name<'a>(
+        &'a self,
+        name: &'a [u8],
+    ) -> impl Iterator<Item = usize> + 'a {
+        let kind = HeaderName::from_bytes(name);
+        self.headers
+            .iter()
+            .enumerate()
+            .filter(move |(_, e)| self.entry_matches(e, kind, name))
+            .map(|(i, _)| i)
+    }
+
+    /// Comma-separated values of a list header across all its lines, in order
+    /// (RFC 3261 §7.3.1). Commas inside quoted strings and `<...>` do not split. Empty
+    /// items are skipped.
+    pub fn values(&self, name: HeaderName) -> Values<'_, impl Iterator<Item = &[u8]> + '_> {
+        Values {
+            lines: self.headers(name),
+            cur: None,
+        }
+    }
+
+    /// Comma-separated values of header `name` (matched case-insensitively, compact-aware).
+    pub fn values_by_name<'a>(
+        &'a self,
+        name: &'a [u8],
+    ) -> Values<'a, impl Iterator<Item = &'a [u8]> + 'a> {
+        Values {
+            lines: self.headers_by_name(name),
+            cur: None,
+        }
+    }
+
+    // ----- typed accessors -----
+
+    /// Topmost Via value (the first value of the first Via line).
+    #[inline]
+    pub fn top_via(&self) -> Option<Via<'_>> {
+        let v = self.header(HeaderName::Via)?;
+        let first = match crate::scan::find_top_level(v, b',') {
+            Ok(Some(c)) => trim_lws(&v[..c]),
+            _ => v,
+        };
+        Via::parse(first).ok()
+    }
+
+    /// Every Via value, top first (unparsable values are skipped; none are in a message that
+    /// passed [`validate`](Self::validate)).
+    pub fn vias(&self) -> impl Iterator<Item = Via<'_>> + '_ {
+        self.values(HeaderName::Via)
+            .filter_map(|v| Via::parse(v).ok())
+    }
+
+    /// From (RFC 3261 §20.20).
+    #[inline]
+    pub fn from(&self) -> Option<NameAddr<'_>> {
+        NameAddr::parse(self.header(HeaderName::From)?).ok()
+    }
+
+    /// To (RFC 3261 §20.39).
+    #[inline]
+    pub fn to(&self) -> Option<NameAddr<'_>> {
+        NameAddr::parse(self.header(HeaderName::To)?).ok()
+    }
+
+    /// From tag.
+    pub fn from_tag(&self) -> Option<&[u8]> {
+        self.from()?.tag()
+    }
+
+    /// To tag.
+    pub fn to_tag(&self) -> Option<&[u8]> {
+        self.to()?.tag()
+    }
+
+    /// Call-ID value (RFC 3261 §20.8).
+    #[inline]
+    pub fn call_id(&self) -> Option<&[u8]> {
+        self.header(HeaderName::CallId)
+    }
+
+    /// CSeq (RFC 3261 §20.16).
+    #[inline]
+    pub fn cseq(&self) -> Option<CSeq<'_>> {
+        CSeq::parse(self.header(HeaderName::CSeq)?).ok()
+    }
+
+    /// Max-Forwards (RFC 3261 §20.22); `None` when absent or not a number in 0..=255.
+    #[inline]
+    pub fn max_forwards(&self) -> Option<u8> {
+        let v = self.header(HeaderName::MaxForwards)?;
+        parse_u64(v).and_then(|n| u8::try_from(n).ok())
+    }
+
+    /// Contact values (RFC 3261 §20.10), across all Contact lines.
+    pub fn contacts(&self) -> impl Iterator<Item = Contact<'_>> + '_ {
+        self.values(HeaderName::Contact)
+            .filter_map(|v| Contact::parse(v).ok())
+    }
+
+    /// Expires header in seconds (RFC 3261 §20.19); larger than `u32::MAX` saturates.
+    pub fn expires(&self) -> Option<u32> {
+        let v = self.header(HeaderName::Expires)?;
+        parse_u64(v).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Route values, top first (RFC 3261 §20.34).
+    pub fn routes(&self) -> impl Iterator<Item = NameAddr<'_>> + '_ {
+        self.name_addrs(HeaderName::Route)
+    }
+
+    /// Topmost Route value.
+    #[inline]
+    pub fn top_route(&self) -> Option<NameAddr<'_>> {
+        let v = self.header(HeaderName::Route)?;
+        let first = match crate::scan::find_top_level(v, b',') {
+            Ok(Some(c)) => trim_lws(&v[..c]),
+            _ => v,
+        };
+        NameAddr::parse(first).ok()
+    }
+
+    /// Record-Route values, top first (RFC 3261 §20.30).
+    pub fn record_routes(&self) -> impl Iterator<Item = NameAddr<'_>> + '_ {
+        self.name_addrs(HeaderName::RecordRoute)
+    }
+
+    /// Path values, top first (RFC 3327).
+    pub fn paths(&self) -> impl Iterator<Item = NameAddr<'_>> + '_ {
+        self.name_addrs(HeaderName::Path)
+    }
+
+    /// Values of any list header made of name-addrs (Route, Record-Route, Path,
+    /// Service-Route, P-Asserted-Identity...).
+    pub fn name_addrs(&self, name: HeaderName) -> impl Iterator<Item = NameAddr<'_>> + '_ {
+        self.values(name).filter_map(|v| NameAddr::parse(v).ok())
+    }
+
+    /// Authorization credentials, one per header line (RFC 3261 §20.7).
+    pub fn authorizations(&self) -> impl Iterator<Item = AuthValue<'_>> + '_ {
+        self.auth_values(HeaderName::Authorization)
+    }
+
+    /// Proxy-Authorization credentials (RFC 3261 §20.28).
+    pub fn proxy_authorizations(&self) -> impl Iterator<Item = AuthValue<'_>> + '_ {
+        self.auth_values(HeaderName::ProxyAuthorization)
+    }
+
+    /// WWW-Authenticate challenges (RFC 3261 §20.44).
+    pub fn www_authenticates(&self) -> impl Iterator<Item = AuthValue<'_>> + '_ {
+        self.auth_values(HeaderName::WwwAuthenticate)
+    }
+
+    /// Proxy-Authenticate challenges (RFC 3261 §20.27).
+    pub fn proxy_authenticates(&self) -> impl Iterator<Item = AuthValue<'_>> + '_ {
+        self.auth_values(HeaderName::ProxyAuthenticate)
+    }
+
+    fn auth_values(&self, name: HeaderName) -> impl Iterator<Item = AuthValue<'_>> + '_ {
+        self.headers(name).filter_map(|v| AuthValue::parse(v).ok())
+    }
+
+    /// Content-Length value (RFC 3261 §20.14); `None` when absent or not a number.
+    pub fn content_length(&self) -> Option<u64> {
+        parse_u64(self.header(HeaderName::ContentLength)?)
+    }
+
+    /// Content-Type value, raw (RFC 3261 §20.15).
+    pub fn content_type(&self) -> Option<&[u8]> {
+        self.header(HeaderName::ContentType)
+    }
+
+    /// Option tags of Require (RFC 3261 §20.32).
+    pub fn require(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.values(HeaderName::Require)
+    }
+
+    /// Option tags of Proxy-Require (RFC 3261 §20.29).
+    pub fn proxy_require(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.values(HeaderName::ProxyRequire)
+    }
+
+    /// Option tags of Supported (RFC 3261 §20.37).
+    pub fn supported(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.values(HeaderName::Supported)
+    }
+
+    /// Option tags of Unsupported (RFC 3261 §20.40).
+    pub fn unsupported(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.values(HeaderName::Unsupported)
+    }
+
+    /// User-Agent value (RFC 3261 §20.41).
+    pub fn user_agent(&self) -> Option<&[u8]> {
+        self.header(HeaderName::UserAgent)
+    }
+
+    /// The body (Content-Length bytes, or the rest of the datagram without Content-Length).
+    pub fn body(&self) -> &[u8] {
+        self.buf.get(self.body_offset()..).unwrap_or(&[])
+    }
+
+    /// The body as shared [`Bytes`] (no copy).
+    pub fn body_bytes(&self) -> Bytes {
+        self.buf.slice(self.body_offset()..)
+    }
+
+    /// True when `method` is a `token` (used by validation).
+    pub(crate) fn method_is_token(&self) -> bool {
+        is_token(self.slice(self.sl[0].0, self.sl[0].1))
+    }
+}
+
+/// Iterator over the comma-separated values of a list header across its lines.
+#[derive(Debug, Clone)]
+pub struct Values<'a, I> {
+    lines: I,
+    cur: Option<CommaValues<'a>>,
+}
+
+impl<'a, I: Iterator<Item = &'a [u8]>> Iterator for Values<'a, I> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            if let Some(cur) = &mut self.cur
+                && let Some(v) = cur.next()
+            {
+                return Some(v);
+            }
+            self.cur = Some(CommaValues::new(self.lines.next()?));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(s: &[u8]) -> SipMessage {
+        SipMessage::parse_lenient(Bytes::copy_from_slice(s)).expect("frames")
+    }
+
+    const INVITE: &[u8] = b"INVITE sip:bob@biloxi.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds, SIP/2.0/UDP h2;branch=z9hG4bK2\r\n\
+v: SIP/2.0/TCP h3;branch=z9hG4bK3\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@biloxi.com>\r\n\
+From: Alice <sip:alice@atlanta.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.atlanta.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@pc33.atlanta.com>\r\n\
+Route: <sip:p1.example.com;lr>,\r\n <sip:p2.example.com;lr>\r\n\
+X-Custom: one\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\r\n";
+
+    #[test]
+    fn request_line_parts_are_exposed() {
+        let m = msg(INVITE);
+        assert!(m.is_request());
+        assert_eq!(m.method(), Some(Method::Invite));
+        assert_eq!(m.method_bytes(), Some(&b"INVITE"[..]));
+        assert_eq!(m.request_uri_bytes(), Some(&b"sip:bob@biloxi.com"[..]));
+        assert_eq!(m.version_bytes(), b"SIP/2.0");
+        assert_eq!(m.status(), None);
+        assert_eq!(m.start_line_bytes(), b"INVITE sip:bob@biloxi.com SIP/2.0");
+    }
+
+    #[test]
+    fn status_line_parts_are_exposed() {
+        let m = msg(b"SIP/2.0 180 Ringing Now\r\nVia: SIP/2.0/UDP h\r\n\r\n");
+        assert!(m.is_response());
+        assert_eq!(m.status(), Some(180));
+        assert_eq!(m.reason_bytes(), Some(&b"Ringing Now"[..]));
+        assert_eq!(m.method(), None);
+        let m = msg(b"SIP/2.0 100 \r\n\r\n");
+        assert_eq!(m.reason_bytes(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn header_index_classifies_names_and_keeps_raw_values() {
+        let m = msg(INVITE);
+        assert_eq!(m.header_count(), 12);
+        assert_eq!(m.header(HeaderName::MaxForwards), Some(&b"70"[..]));
+        assert_eq!(m.header_line_count(HeaderName::Via), 2);
+        assert_eq!(
+            m.headers(HeaderName::Via).nth(1),
+            Some(&b"SIP/2.0/TCP h3;branch=z9hG4bK3"[..])
+        );
+        assert_eq!(m.header_by_name(b"x-custom"), Some(&b"one"[..]));
+        assert_eq!(m.header_by_name(b"V"), m.header(HeaderName::Via));
+        assert_eq!(
+            m.header(HeaderName::Route),
+            Some(&b"<sip:p1.example.com;lr>,\r\n <sip:p2.example.com;lr>"[..])
+        );
+        let l = m.header_line(0).expect("line 0");
+        assert_eq!(
+            &m.as_bytes()[l.line_range.clone()],
+            &INVITE[35..35 + l.line_range.len()]
+        );
+        assert!(m.as_bytes()[l.line_range].ends_with(b"\r\n"));
+    }
+
+    #[test]
+    fn list_values_span_lines_and_folding() {
+        let m = msg(INVITE);
+        let vias: Vec<_> = m.vias().map(|v| v.host().raw()).collect();
+        assert_eq!(vias, vec![&b"pc33.atlanta.com"[..], b"h2", b"h3"]);
+        let routes: Vec<_> = m.routes().map(|r| r.uri_raw()).collect();
+        assert_eq!(
+            routes,
+            vec![&b"sip:p1.example.com;lr"[..], b"sip:p2.example.com;lr"]
+        );
+    }
+
+    #[test]
+    fn routing_accessors_read_the_typed_values() {
+        let m = msg(INVITE);
+        let v = m.top_via().expect("via");
+        assert_eq!(v.branch(), Some(&b"z9hG4bK776asdhds"[..]));
+        assert_eq!(m.from_tag(), Some(&b"1928301774"[..]));
+        assert_eq!(m.to_tag(), None);
+        assert_eq!(m.call_id(), Some(&b"a84b4c76e66710@pc33.atlanta.com"[..]));
+        let c = m.cseq().expect("cseq");
+        assert_eq!((c.seq, c.method), (314159, Method::Invite));
+        assert_eq!(m.max_forwards(), Some(70));
+        assert_eq!(
+            m.top_route().map(|r| r.uri_raw()),
+            Some(&b"sip:p1.example.com;lr"[..])
+        );
+        assert_eq!(m.content_length(), Some(4));
+        assert_eq!(m.content_type(), Some(&b"application/sdp"[..]));
+        assert_eq!(m.body(), b"v=0\r");
+    }
+
+    #[test]
+    fn trailing_octets_after_content_length_are_not_part_of_the_message() {
+        let m = msg(b"OPTIONS sip:a SIP/2.0\r\nl: 2\r\n\r\nabGARBAGE");
+        assert_eq!(m.body(), b"ab");
+        assert!(m.as_bytes().ends_with(b"\r\n\r\nab"));
+    }
+
+    #[test]
+    fn without_content_length_the_body_is_the_rest_of_the_datagram() {
+        let m = msg(b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\nbody bytes");
+        assert_eq!(m.body(), b"body bytes");
+    }
+
+    #[test]
+    fn leading_crlfs_are_skipped() {
+        let m = msg(b"\r\n\r\nOPTIONS sip:a SIP/2.0\r\n\r\n");
+        assert_eq!(m.method(), Some(Method::Options));
+        assert!(m.as_bytes().starts_with(b"OPTIONS"));
+    }
+
+    #[test]
+    fn whitespace_before_colon_and_empty_values_are_indexed() {
+        let m = msg(b"OPTIONS sip:a SIP/2.0\r\nTO :\r\n sip:x@y ;tag=1\r\ns :\r\nVia  : v\r\n\r\n");
+        assert_eq!(m.header(HeaderName::To), Some(&b"sip:x@y ;tag=1"[..]));
+        assert_eq!(m.header(HeaderName::Subject), Some(&b""[..]));
+        assert_eq!(m.header(HeaderName::Via), Some(&b"v"[..]));
+        assert_eq!(m.to_tag(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn bare_lf_line_ends_are_accepted() {
+        let m = msg(b"OPTIONS sip:a SIP/2.0\nVia: SIP/2.0/UDP h\nl: 0\n\n");
+        assert_eq!(m.header_count(), 2);
+        assert_eq!(m.header(HeaderName::Via), Some(&b"SIP/2.0/UDP h"[..]));
+        assert_eq!(m.body(), b"");
+    }
+
+    #[test]
+    fn unframeable_input_is_rejected() {
+        for bad in [
+            &b""[..],
+            b"\r\n\r\n",
+            b"INVITE",
+            b"NOSPACE\r\n\r\n",
+            b" x\r\n\r\n",
+        ] {
+            assert!(SipMessage::parse_lenient(Bytes::copy_from_slice(bad)).is_err());
+        }
+    }
+
+    #[test]
+    fn too_many_headers_are_rejected() {
+        let mut m = b"OPTIONS sip:a SIP/2.0\r\n".to_vec();
+        for _ in 0..=MAX_HEADERS {
+            m.extend_from_slice(b"X: y\r\n");
+        }
+        m.extend_from_slice(b"\r\n");
+        let e = SipMessage::parse_lenient(Bytes::from(m)).expect_err("too many");
+        assert_eq!(e.kind(), ParseErrorKind::TooManyHeaders);
+    }
+}

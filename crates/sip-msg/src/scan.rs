@@ -1,0 +1,474 @@
+//! Byte-level scanners shared by every parser of the crate.
+//!
+//! Everything here works on `&[u8]` and never panics: every index is checked or comes from a
+//! bounded loop. Whitespace inside a header value may include the CRLF of a folded line
+//! (RFC 3261 §7.3.1: `LWS = [*WSP CRLF] 1*WSP`); framing already guarantees that a CR or LF
+//! inside a value is followed by SP/HT, so the scanners treat CR, LF, SP and HT alike as LWS.
+
+use std::borrow::Cow;
+
+/// Byte classes, one bit per class, indexed by byte value.
+const TOKEN: u8 = 1;
+/// `word` (RFC 3261 §25.1) minus `token`: used by Call-ID.
+const WORD: u8 = 2;
+/// `unreserved` / `escaped` lead / `user-unreserved` characters allowed in a SIP URI user part.
+const USER: u8 = 4;
+/// `paramchar` (RFC 3261 §25.1) of URI parameters.
+const PARAM: u8 = 8;
+/// `hnv-unreserved` / `unreserved` of URI headers.
+const HNV: u8 = 16;
+/// Characters allowed in a password.
+const PASSWORD: u8 = 32;
+/// Hostname characters (alphanum, `-`, `.`).
+const HOST: u8 = 64;
+
+const fn build_classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let alnum = c.is_ascii_alphanumeric();
+        // mark = "-" / "_" / "." / "!" / "~" / "*" / "'" / "(" / ")"
+        let mark = matches!(
+            c,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        );
+        let unreserved = alnum || mark;
+        let mut v = 0;
+        if alnum
+            || matches!(
+                c,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            )
+        {
+            v |= TOKEN | WORD;
+        }
+        if matches!(
+            c,
+            b'(' | b')'
+                | b'<'
+                | b'>'
+                | b':'
+                | b'\\'
+                | b'"'
+                | b'/'
+                | b'['
+                | b']'
+                | b'?'
+                | b'{'
+                | b'}'
+        ) {
+            v |= WORD;
+        }
+        if unreserved
+            || c == b'%'
+            || matches!(c, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
+        {
+            v |= USER;
+        }
+        if unreserved || c == b'%' || matches!(c, b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$') {
+            v |= PARAM;
+        }
+        if unreserved || c == b'%' || matches!(c, b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$') {
+            v |= HNV;
+        }
+        if unreserved || c == b'%' || matches!(c, b'&' | b'=' | b'+' | b'$' | b',') {
+            v |= PASSWORD;
+        }
+        if alnum || c == b'-' || c == b'.' {
+            v |= HOST;
+        }
+        t[i] = v;
+        i += 1;
+    }
+    t
+}
+
+static CLASSES: [u8; 256] = build_classes();
+
+#[inline]
+fn class(b: u8) -> u8 {
+    CLASSES[b as usize]
+}
+
+/// `token` character (RFC 3261 §25.1).
+#[inline]
+pub(crate) fn is_token_byte(b: u8) -> bool {
+    class(b) & TOKEN != 0
+}
+
+/// `word` character (RFC 3261 §25.1), used by Call-ID.
+#[inline]
+pub(crate) fn is_word_byte(b: u8) -> bool {
+    class(b) & WORD != 0
+}
+
+/// Character allowed in a SIP URI `user` (unescaped part).
+#[inline]
+pub(crate) fn is_user_byte(b: u8) -> bool {
+    class(b) & USER != 0
+}
+
+/// Character allowed in a SIP URI `password`.
+#[inline]
+pub(crate) fn is_password_byte(b: u8) -> bool {
+    class(b) & PASSWORD != 0
+}
+
+/// `paramchar` of a URI parameter.
+#[inline]
+pub(crate) fn is_param_byte(b: u8) -> bool {
+    class(b) & PARAM != 0
+}
+
+/// Character allowed in a URI header name or value.
+#[inline]
+pub(crate) fn is_hnv_byte(b: u8) -> bool {
+    class(b) & HNV != 0
+}
+
+/// Hostname character.
+#[inline]
+pub(crate) fn is_host_byte(b: u8) -> bool {
+    class(b) & HOST != 0
+}
+
+/// True when `s` is a non-empty RFC 3261 `token`.
+#[inline]
+pub fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_token_byte(b))
+}
+
+/// Linear whitespace byte inside a header value: SP, HT, or the CR/LF of a folded line.
+#[inline]
+pub(crate) fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Strips leading and trailing linear whitespace (SP, HT, CR, LF).
+#[inline]
+pub fn trim_lws(s: &[u8]) -> &[u8] {
+    let mut a = 0;
+    let mut b = s.len();
+    while a < b && is_lws(s[a]) {
+        a += 1;
+    }
+    while b > a && is_lws(s[b - 1]) {
+        b -= 1;
+    }
+    &s[a..b]
+}
+
+/// Index of the first non-LWS byte at or after `i` (or `s.len()`).
+#[inline]
+pub(crate) fn skip_lws(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && is_lws(s[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// True when `s` contains linear whitespace anywhere.
+#[inline]
+pub(crate) fn has_lws(s: &[u8]) -> bool {
+    s.iter().any(|&b| is_lws(b))
+}
+
+/// Given `s[start] == b'"'`, returns the index just after the closing quote, honouring
+/// `quoted-pair` (`\` followed by any byte). `None` when the quote is not closed.
+#[inline]
+pub(crate) fn skip_quoted(s: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < s.len() {
+        match memchr::memchr2(b'"', b'\\', &s[i..]) {
+            None => return None,
+            Some(off) => {
+                let j = i + off;
+                if s[j] == b'"' {
+                    return Some(j + 1);
+                }
+                // quoted-pair: skip the backslash and the escaped byte.
+                i = j + 2;
+            }
+        }
+    }
+    None
+}
+
+/// Finds the first `sep` that is outside a quoted string and outside `<...>`.
+///
+/// Returns `Err(())` when a quoted string or an angle bracket is not closed.
+#[inline]
+pub(crate) fn find_top_level(s: &[u8], sep: u8) -> Result<Option<usize>, ()> {
+    let mut i = 0;
+    while i < s.len() {
+        let Some(off) = memchr::memchr3(sep, b'"', b'<', &s[i..]) else {
+            return Ok(None);
+        };
+        let j = i + off;
+        let c = s[j];
+        if c == sep {
+            return Ok(Some(j));
+        } else if c == b'"' {
+            i = skip_quoted(s, j).ok_or(())?;
+        } else {
+            // '<': skip to the matching '>' (URIs cannot nest angle brackets).
+            match memchr::memchr(b'>', &s[j + 1..]) {
+                Some(e) => i = j + 1 + e + 1,
+                None => return Err(()),
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Splits a header value on `sep` outside quoted strings and `<...>`, yielding trimmed items
+/// (empty items included). An unterminated quote or `<` yields the rest as a final item.
+#[derive(Clone, Debug)]
+pub(crate) struct SplitTop<'a> {
+    rest: Option<&'a [u8]>,
+    sep: u8,
+}
+
+impl<'a> SplitTop<'a> {
+    pub(crate) fn new(s: &'a [u8], sep: u8) -> Self {
+        SplitTop { rest: Some(s), sep }
+    }
+}
+
+impl<'a> Iterator for SplitTop<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let s = self.rest?;
+        match find_top_level(s, self.sep) {
+            Ok(Some(i)) => {
+                self.rest = Some(&s[i + 1..]);
+                Some(trim_lws(&s[..i]))
+            }
+            _ => {
+                self.rest = None;
+                Some(trim_lws(s))
+            }
+        }
+    }
+}
+
+/// Iterates the comma-separated values of a list header value, skipping empty items.
+///
+/// Commas inside quoted strings and `<...>` do not split (RFC 3261 §7.3.1).
+#[derive(Clone, Debug)]
+pub struct CommaValues<'a> {
+    inner: SplitTop<'a>,
+}
+
+impl<'a> CommaValues<'a> {
+    /// Splits `value` (one header field value).
+    pub fn new(value: &'a [u8]) -> Self {
+        CommaValues {
+            inner: SplitTop::new(value, b','),
+        }
+    }
+}
+
+impl<'a> Iterator for CommaValues<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        self.inner.by_ref().find(|v| !v.is_empty())
+    }
+}
+
+/// Parses a run of ASCII digits as `u64`, saturating at `u64::MAX`; `None` if `s` is empty or
+/// contains a non-digit.
+#[inline]
+pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v.saturating_mul(10).saturating_add(u64::from(d));
+    }
+    Some(v)
+}
+
+/// Parses ASCII digits into a `u32`; `None` when empty, non-digit or above `u32::MAX`.
+#[inline]
+pub(crate) fn parse_u32(s: &[u8]) -> Option<u32> {
+    if s.len() > 10 {
+        // Leading zeros are legal ("0009"), so only reject when the value overflows.
+        let v = parse_u64(s)?;
+        return u32::try_from(v).ok();
+    }
+    let v = parse_u64(s)?;
+    u32::try_from(v).ok()
+}
+
+/// Removes the surrounding double quotes of a `quoted-string` and resolves `quoted-pair`s.
+///
+/// Input that is not quoted is returned unchanged (borrowed). Never allocates when the string
+/// has no backslash.
+pub fn unquote(s: &[u8]) -> Cow<'_, [u8]> {
+    let s = trim_lws(s);
+    if s.len() < 2 || s[0] != b'"' || s[s.len() - 1] != b'"' {
+        return Cow::Borrowed(s);
+    }
+    let inner = &s[1..s.len() - 1];
+    if memchr::memchr(b'\\', inner).is_none() {
+        return Cow::Borrowed(inner);
+    }
+    let mut out = Vec::with_capacity(inner.len());
+    let mut i = 0;
+    while i < inner.len() {
+        if inner[i] == b'\\' && i + 1 < inner.len() {
+            out.push(inner[i + 1]);
+            i += 2;
+        } else {
+            out.push(inner[i]);
+            i += 1;
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Decodes `%HH` escapes (RFC 3261 §25.1 `escaped`). Invalid escapes (e.g. `%ZK`) are kept
+/// as they are. Borrows when there is nothing to decode. The result may contain NUL bytes.
+pub fn percent_decode(s: &[u8]) -> Cow<'_, [u8]> {
+    let Some(first) = memchr::memchr(b'%', s) else {
+        return Cow::Borrowed(s);
+    };
+    let mut out = Vec::with_capacity(s.len());
+    out.extend_from_slice(&s[..first]);
+    let mut i = first;
+    while i < s.len() {
+        let b = s[i];
+        if b == b'%'
+            && i + 2 < s.len()
+            && let (Some(h), Some(l)) = (hex_val(s[i + 1]), hex_val(s[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+#[inline]
+pub(crate) fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Checks that every `%` in `s` starts a valid `%HH` escape.
+#[inline]
+pub(crate) fn escapes_valid(s: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(off) = memchr::memchr(b'%', &s[i..]) {
+        let j = i + off;
+        match (s.get(j + 1), s.get(j + 2)) {
+            (Some(&h), Some(&l)) if hex_val(h).is_some() && hex_val(l).is_some() => i = j + 3,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Offset of `part` inside `whole`, when `part` is a sub-slice of it.
+#[inline]
+pub(crate) fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
+    let w = whole.as_ptr() as usize;
+    let p = part.as_ptr() as usize;
+    if p >= w && p + part.len() <= w + whole.len() {
+        Some(p - w)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_lws_strips_folding_and_tabs_on_both_sides() {
+        assert_eq!(trim_lws(b"\r\n \t a b \t\r\n "), b"a b");
+        assert_eq!(trim_lws(b"   "), b"");
+        assert_eq!(trim_lws(b""), b"");
+    }
+
+    #[test]
+    fn comma_values_ignore_commas_inside_quotes_and_angle_brackets() {
+        let v: Vec<&[u8]> =
+            CommaValues::new(b"\"a, b\" <sip:x@y;p=1,2>;q=1 , <sip:z>,, c").collect();
+        assert_eq!(
+            v,
+            vec![
+                &b"\"a, b\" <sip:x@y;p=1,2>;q=1"[..],
+                &b"<sip:z>"[..],
+                &b"c"[..]
+            ]
+        );
+    }
+
+    #[test]
+    fn comma_values_handle_escaped_quotes() {
+        let v: Vec<&[u8]> = CommaValues::new(br#""a\",b" <sip:x>, d"#).collect();
+        assert_eq!(v, vec![&br#""a\",b" <sip:x>"#[..], &b"d"[..]]);
+    }
+
+    #[test]
+    fn unterminated_quote_yields_the_rest_as_one_item() {
+        let v: Vec<&[u8]> = CommaValues::new(b"a, \"b, c").collect();
+        assert_eq!(v, vec![&b"a"[..], &b"\"b, c"[..]]);
+    }
+
+    #[test]
+    fn percent_decode_keeps_invalid_escapes_and_decodes_nul() {
+        assert_eq!(&*percent_decode(b"null-%00-null"), b"null-\0-null");
+        assert_eq!(&*percent_decode(b"%Z%45"), b"%ZE");
+        assert_eq!(&*percent_decode(b"abc%4"), b"abc%4");
+        assert_eq!(&*percent_decode(b"%"), b"%");
+        assert!(matches!(percent_decode(b"plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn unquote_resolves_quoted_pairs() {
+        assert_eq!(&*unquote(br#""J Rosenberg \\\"""#), br#"J Rosenberg \""#);
+        assert_eq!(&*unquote(b"token"), b"token");
+        assert_eq!(&*unquote(b"\""), b"\"");
+    }
+
+    #[test]
+    fn parse_u32_accepts_leading_zeros_and_rejects_overflow() {
+        assert_eq!(parse_u32(b"0009"), Some(9));
+        assert_eq!(parse_u32(b"00000000000000000001"), Some(1));
+        assert_eq!(parse_u32(b"4294967296"), None);
+        assert_eq!(parse_u32(b"-1"), None);
+        assert_eq!(parse_u32(b""), None);
+    }
+
+    #[test]
+    fn escapes_valid_detects_truncated_escapes() {
+        assert!(escapes_valid(b"a%20b"));
+        assert!(!escapes_valid(b"a%2"));
+        assert!(!escapes_valid(b"%ZK"));
+    }
+
+    #[test]
+    fn token_classes_follow_rfc3261() {
+        assert!(is_token(b"!interesting-Method0123456789_*+`.%indeed'~"));
+        assert!(!is_token(b"a b"));
+        assert!(!is_token(b""));
+        assert!(is_word_byte(b'<') && !is_token_byte(b'<'));
+    }
+}

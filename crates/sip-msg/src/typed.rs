@@ -1,0 +1,115 @@
+//! Small typed header values: CSeq, Contact.
+
+use std::fmt;
+
+use crate::addr::NameAddr;
+use crate::method::Method;
+use crate::scan::{is_lws, is_token, trim_lws};
+
+/// A malformed typed header value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidValue;
+
+impl fmt::Display for InvalidValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid header value")
+    }
+}
+
+impl std::error::Error for InvalidValue {}
+
+/// CSeq: sequence number and method (RFC 3261 §20.16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CSeq<'a> {
+    /// Sequence number. RFC 3261 §8.1.1.5 requires it below 2**31; [`CSeq::parse`] accepts up
+    /// to 2**32-1 and [`validate`](crate::SipMessage::validate) enforces the RFC bound.
+    pub seq: u32,
+    /// Method (case-sensitive).
+    pub method: Method<'a>,
+}
+
+impl<'a> CSeq<'a> {
+    /// Parses `1*DIGIT LWS Method`.
+    pub fn parse(value: &'a [u8]) -> Result<CSeq<'a>, InvalidValue> {
+        let v = trim_lws(value);
+        let d = v
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .ok_or(InvalidValue)?;
+        if d == 0 || !is_lws(v[d]) {
+            return Err(InvalidValue);
+        }
+        let seq = crate::scan::parse_u32(&v[..d]).ok_or(InvalidValue)?;
+        let m = trim_lws(&v[d..]);
+        if !is_token(m) {
+            return Err(InvalidValue);
+        }
+        Ok(CSeq {
+            seq,
+            method: Method::from_bytes(m),
+        })
+    }
+}
+
+/// One Contact value: `*` or an address with parameters (RFC 3261 §20.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contact<'a> {
+    /// `Contact: *` (only valid in a REGISTER with `Expires: 0`, RFC 3261 §10.2.2).
+    Wildcard,
+    /// A contact address; `q`, `expires`, `+sip.instance`, `reg-id` through its params.
+    Addr(NameAddr<'a>),
+}
+
+impl<'a> Contact<'a> {
+    /// Parses one Contact value.
+    pub fn parse(value: &'a [u8]) -> Result<Contact<'a>, InvalidValue> {
+        let v = trim_lws(value);
+        if v == b"*" {
+            return Ok(Contact::Wildcard);
+        }
+        NameAddr::parse(v)
+            .map(Contact::Addr)
+            .map_err(|_| InvalidValue)
+    }
+
+    /// The address, unless this is the wildcard.
+    pub fn addr(&self) -> Option<&NameAddr<'a>> {
+        match self {
+            Contact::Wildcard => None,
+            Contact::Addr(a) => Some(a),
+        }
+    }
+
+    /// True for `*`.
+    pub fn is_wildcard(&self) -> bool {
+        matches!(self, Contact::Wildcard)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cseq_accepts_leading_zeros_and_folding() {
+        let c = CSeq::parse(b"0009\r\n  INVITE").expect("cseq");
+        assert_eq!(c.seq, 9);
+        assert_eq!(c.method, Method::Invite);
+    }
+
+    #[test]
+    fn cseq_rejects_overflow_missing_method_and_missing_space() {
+        assert!(CSeq::parse(b"36893488147419103232 REGISTER").is_err());
+        assert!(CSeq::parse(b"1").is_err());
+        assert!(CSeq::parse(b"1INVITE").is_err());
+        assert!(CSeq::parse(b"INVITE").is_err());
+        assert!(CSeq::parse(b"1 INVITE x").is_err());
+    }
+
+    #[test]
+    fn contact_wildcard_and_address() {
+        assert!(Contact::parse(b" * ").expect("star").is_wildcard());
+        let c = Contact::parse(b"<sip:a@b>;expires=60").expect("addr");
+        assert_eq!(c.addr().and_then(|a| a.expires()), Some(60));
+    }
+}

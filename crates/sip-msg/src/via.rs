@@ -1,0 +1,325 @@
+//! Via header values (RFC 3261 §20.42, §18.2.1; RFC 3581 `rport`).
+
+use std::fmt;
+
+use crate::addr::gen_value_valid;
+use crate::params::Params;
+use crate::scan::{SplitTop, is_lws, is_token, is_token_byte, skip_lws, trim_lws};
+use crate::uri::{Host, HostKind, parse_ipv4, parse_ipv6, parse_port};
+
+/// The value is not a `via-parm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidVia;
+
+impl fmt::Display for InvalidVia {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid Via")
+    }
+}
+
+impl std::error::Error for InvalidVia {}
+
+/// The `rport` parameter (RFC 3581 §3, §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rport {
+    /// No `rport` parameter.
+    Absent,
+    /// `;rport` without value: the client asks for symmetric response routing.
+    Requested,
+    /// `;rport=5060`: the port the request was received from.
+    Value(u16),
+}
+
+/// One Via value: `SIP/2.0/UDP host:port;branch=...;params`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via<'a> {
+    raw: &'a [u8],
+    protocol_name: &'a [u8],
+    protocol_version: &'a [u8],
+    transport: &'a [u8],
+    host: Host<'a>,
+    port: Option<u16>,
+    params: Params<'a>,
+}
+
+/// RFC 3261 §8.1.1.7 magic cookie that starts a compliant branch.
+pub const BRANCH_MAGIC_COOKIE: &[u8] = b"z9hG4bK";
+
+impl<'a> Via<'a> {
+    /// Parses one `via-parm` (one element of the comma-separated list).
+    pub fn parse(value: &'a [u8]) -> Result<Via<'a>, InvalidVia> {
+        let v = trim_lws(value);
+        // sent-protocol = protocol-name SLASH protocol-version SLASH transport, with LWS allowed
+        // around each slash (RFC 4475 §3.1.1.1).
+        let (protocol_name, i) = token_at(v, 0)?;
+        let i = expect_slash(v, i)?;
+        let (protocol_version, i) = token_at(v, i)?;
+        let i = expect_slash(v, i)?;
+        let (transport, i) = token_at(v, i)?;
+        // sent-by follows after LWS.
+        let start = skip_lws(v, i);
+        if start == i {
+            return Err(InvalidVia);
+        }
+        let (host_end, mut j) = if v.get(start) == Some(&b'[') {
+            let close = memchr::memchr(b']', &v[start..]).ok_or(InvalidVia)? + start;
+            (close + 1, close + 1)
+        } else {
+            let e = v[start..]
+                .iter()
+                .position(|&b| matches!(b, b':' | b';' | b',') || is_lws(b))
+                .map_or(v.len(), |p| start + p);
+            (e, e)
+        };
+        if host_end == start {
+            return Err(InvalidVia);
+        }
+        let host = Host::new(&v[start..host_end]);
+        let mut port = None;
+        let k = skip_lws(v, j);
+        if v.get(k) == Some(&b':') {
+            let ps = skip_lws(v, k + 1);
+            let pe = v[ps..]
+                .iter()
+                .position(|b| !b.is_ascii_digit())
+                .map_or(v.len(), |p| ps + p);
+            port = Some(parse_port(&v[ps..pe]).ok_or(InvalidVia)?);
+            j = pe;
+        }
+        let rest = trim_lws(&v[j..]);
+        if !rest.is_empty() && rest[0] != b';' {
+            return Err(InvalidVia);
+        }
+        Ok(Via {
+            raw: v,
+            protocol_name,
+            protocol_version,
+            transport,
+            host,
+            port,
+            params: Params::new(rest),
+        })
+    }
+
+    /// The whole value, trimmed.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// `protocol-name` (`SIP`).
+    pub fn protocol_name(&self) -> &'a [u8] {
+        self.protocol_name
+    }
+
+    /// `protocol-version` (`2.0`).
+    pub fn protocol_version(&self) -> &'a [u8] {
+        self.protocol_version
+    }
+
+    /// Transport token as received (`UDP`, `TCP`, `TLS`, `SCTP`, `WS`, `WSS`, or an extension).
+    pub fn transport(&self) -> &'a [u8] {
+        self.transport
+    }
+
+    /// `sent-by` host.
+    pub fn host(&self) -> Host<'a> {
+        self.host
+    }
+
+    /// `sent-by` port, if explicit.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// All `via-params`.
+    pub fn params(&self) -> Params<'a> {
+        self.params
+    }
+
+    /// `branch` parameter (transaction id, RFC 3261 §8.1.1.7).
+    #[inline]
+    pub fn branch(&self) -> Option<&'a [u8]> {
+        self.params.value(b"branch")
+    }
+
+    /// True when the branch starts with the RFC 3261 magic cookie `z9hG4bK`; otherwise
+    /// transactions are matched the RFC 2543 way (§17.2.3, RFC 4475 §3.2.1).
+    pub fn has_rfc3261_branch(&self) -> bool {
+        self.branch()
+            .is_some_and(|b| b.starts_with(BRANCH_MAGIC_COOKIE))
+    }
+
+    /// `received` parameter (RFC 3261 §18.2.1).
+    pub fn received(&self) -> Option<&'a [u8]> {
+        self.params.value(b"received")
+    }
+
+    /// `rport` parameter (RFC 3581).
+    pub fn rport(&self) -> Rport {
+        match self.params.get(b"rport") {
+            None => Rport::Absent,
+            Some(p) => match p.value {
+                None => Rport::Requested,
+                Some(v) => parse_port(v).map_or(Rport::Requested, Rport::Value),
+            },
+        }
+    }
+
+    /// `maddr` parameter.
+    pub fn maddr(&self) -> Option<&'a [u8]> {
+        self.params.value(b"maddr")
+    }
+
+    /// `ttl` parameter (0..=255).
+    pub fn ttl(&self) -> Option<u8> {
+        let v = self.params.value(b"ttl")?;
+        if v.is_empty() || v.len() > 3 {
+            return None;
+        }
+        crate::scan::parse_u32(v).and_then(|n| u8::try_from(n).ok())
+    }
+
+    /// Strict check (RFC 3261 §25.1 `via-parm`): valid host, `ttl` 0..=255, `received` an IP
+    /// address, `maddr` a host, `branch` a token, `rport` empty or a port, no empty parameter.
+    pub fn is_valid(&self) -> bool {
+        if !self.host.is_valid() {
+            return false;
+        }
+        let raw = self.params.raw();
+        if raw.is_empty() {
+            return true;
+        }
+        let Some(rest) = raw.strip_prefix(b";") else {
+            return false;
+        };
+        for item in SplitTop::new(rest, b';') {
+            let (name, value) = match memchr::memchr(b'=', item) {
+                Some(eq) => (trim_lws(&item[..eq]), Some(trim_lws(&item[eq + 1..]))),
+                None => (item, None),
+            };
+            if !is_token(name) {
+                return false;
+            }
+            let ok = if name.eq_ignore_ascii_case(b"branch") {
+                value.is_some_and(is_token)
+            } else if name.eq_ignore_ascii_case(b"ttl") {
+                value.is_some_and(|v| {
+                    v.len() <= 3 && crate::scan::parse_u32(v).is_some_and(|n| n <= 255)
+                })
+            } else if name.eq_ignore_ascii_case(b"received") {
+                // RFC 3261 says IPv6address; RFC 5118 §4.5 also sees it bracketed.
+                value.is_some_and(|v| {
+                    parse_ipv4(v).is_some()
+                        || parse_ipv6(v).is_some()
+                        || (Host::new(v).kind() == HostKind::Ipv6 && Host::new(v).is_valid())
+                })
+            } else if name.eq_ignore_ascii_case(b"maddr") {
+                value.is_some_and(|v| Host::new(v).is_valid())
+            } else if name.eq_ignore_ascii_case(b"rport") {
+                value.is_none_or(|v| parse_port(v).is_some())
+            } else {
+                value.is_none_or(gen_value_valid)
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Reads a token starting at `i` after optional LWS; returns it and the index after it.
+fn token_at(v: &[u8], i: usize) -> Result<(&[u8], usize), InvalidVia> {
+    let s = skip_lws(v, i);
+    let e = v[s..]
+        .iter()
+        .position(|&b| !is_token_byte(b))
+        .map_or(v.len(), |p| s + p);
+    if e == s {
+        return Err(InvalidVia);
+    }
+    Ok((&v[s..e], e))
+}
+
+/// Skips `SWS "/" SWS`.
+fn expect_slash(v: &[u8], i: usize) -> Result<usize, InvalidVia> {
+    let s = skip_lws(v, i);
+    if v.get(s) == Some(&b'/') {
+        Ok(s + 1)
+    } else {
+        Err(InvalidVia)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn via(s: &[u8]) -> Via<'_> {
+        Via::parse(s).expect("via parses")
+    }
+
+    #[test]
+    fn typical_via_fields_are_extracted() {
+        let v = via(
+            b"SIP/2.0/UDP pc33.atlanta.com:5066;branch=z9hG4bK776asdhds;rport;received=192.0.2.1",
+        );
+        assert_eq!(v.protocol_name(), b"SIP");
+        assert_eq!(v.protocol_version(), b"2.0");
+        assert_eq!(v.transport(), b"UDP");
+        assert_eq!(v.host().raw(), b"pc33.atlanta.com");
+        assert_eq!(v.port(), Some(5066));
+        assert_eq!(v.branch(), Some(&b"z9hG4bK776asdhds"[..]));
+        assert!(v.has_rfc3261_branch());
+        assert_eq!(v.rport(), Rport::Requested);
+        assert_eq!(v.received(), Some(&b"192.0.2.1"[..]));
+        assert!(v.is_valid());
+    }
+
+    #[test]
+    fn lws_and_folding_inside_sent_protocol_is_accepted() {
+        let v = via(b"SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw");
+        assert_eq!(v.transport(), b"UDP");
+        assert_eq!(v.host().raw(), b"192.0.2.2");
+        assert_eq!(v.branch(), Some(&b"390skdjuw"[..]));
+        assert!(!v.has_rfc3261_branch());
+        let v = via(b"SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8");
+        assert_eq!(v.host().raw(), b"spindle.example.com");
+        assert_eq!(v.branch(), Some(&b"z9hG4bK9ikj8"[..]));
+        assert!(v.is_valid());
+    }
+
+    #[test]
+    fn rport_value_ttl_and_maddr_are_typed() {
+        let v = via(b"SIP/2.0/UDP 10.0.0.1;rport=5070;ttl=16;maddr=224.2.0.1;branch=z9hG4bKx");
+        assert_eq!(v.rport(), Rport::Value(5070));
+        assert_eq!(v.ttl(), Some(16));
+        assert_eq!(v.maddr(), Some(&b"224.2.0.1"[..]));
+        assert!(v.is_valid());
+        assert_eq!(via(b"SIP/2.0/UDP h").rport(), Rport::Absent);
+    }
+
+    #[test]
+    fn ipv6_sent_by_with_port() {
+        let v = via(
+            b"SIP/2.0/UDP [2001:db8::9:1]:5070;branch=z9hG4bKas3-111;received=[2001:db8::9:255]",
+        );
+        assert_eq!(v.host().kind(), HostKind::Ipv6);
+        assert_eq!(v.port(), Some(5070));
+        assert!(v.is_valid());
+        let v = via(b"SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255;branch=z9hG4bKas3");
+        assert!(v.is_valid());
+    }
+
+    #[test]
+    fn malformed_vias_are_rejected_or_invalid() {
+        assert!(Via::parse(b"SIP/2.0 host").is_err());
+        assert!(Via::parse(b"SIP/2.0/UDP").is_err());
+        assert!(Via::parse(b"SIP/2.0/UDP host:99999").is_err());
+        assert!(Via::parse(b"SIP/2.0/UDP [::1").is_err());
+        assert!(!via(b"SIP/2.0/UDP 192.0.2.15;;").is_valid());
+        assert!(!via(b"SIP/2.0/UDP h;ttl=256").is_valid());
+        assert!(!via(b"SIP/2.0/UDP h;received=host.example.com").is_valid());
+        assert!(!via(b"SIP/2.0/UDP h;branch").is_valid());
+    }
+}
