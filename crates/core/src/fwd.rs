@@ -1,0 +1,390 @@
+//! Building what goes out: our Via and Record-Route values, a forwarded request with every
+//! edit applied in one pass (RFC 3261 §16.6), stateless forwarding of requests (§16.11) and
+//! responses (§16.7 step 9 without a transaction), and stateless replies (Kamailio's `sl`).
+
+use std::cell::RefCell;
+use std::io::Write as _;
+
+use bytes::Bytes;
+use sip_msg::{Edits, HeaderName, ResponseBuilder, SipMessage, Uri};
+use sip_transport::{Destination, ListenSocket, Proto, SendError};
+use smallvec::SmallVec;
+
+use crate::Core;
+use crate::ctx::{MsgCtx, Target, ViaStamp, offset_in};
+use crate::out::{self, NextHopError};
+use crate::stats::{class_index, method_index};
+
+thread_local! {
+    /// Serialisation buffer reused by every message built on this thread.
+    static OUT: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
+}
+
+/// Runs `f` with this thread's cleared output buffer.
+pub fn with_out_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    OUT.with(|b| match b.try_borrow_mut() {
+        Ok(mut b) => {
+            b.clear();
+            f(&mut b)
+        }
+        // Re-entered (a route built a message while building one): use a fresh buffer.
+        Err(_) => f(&mut Vec::with_capacity(1024)),
+    })
+}
+
+/// Why a request could not be forwarded.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// No usable next hop (the status to answer is in the error).
+    NextHop(NextHopError),
+    /// No local socket for the destination's transport.
+    NoSocket,
+    /// The send itself failed.
+    Send(SendError),
+}
+
+impl ForwardError {
+    /// SIP status to answer upstream.
+    pub fn status(&self) -> u16 {
+        match self {
+            ForwardError::NextHop(e) => e.status(),
+            ForwardError::NoSocket => 503,
+            ForwardError::Send(_) => 503,
+        }
+    }
+}
+
+impl Core {
+    /// The host we put in Via / Record-Route for `sock`: `core.advertise`, else its IP.
+    pub fn write_host(&self, sock: &ListenSocket, out: &mut Vec<u8>) {
+        match &self.cfg.advertise {
+            Some(a) => out.extend_from_slice(a.as_bytes()),
+            None => match sock.addr {
+                std::net::SocketAddr::V4(a) => {
+                    let _ = write!(out, "{}", a.ip());
+                }
+                std::net::SocketAddr::V6(a) => {
+                    let _ = write!(out, "[{}]", a.ip());
+                }
+            },
+        }
+    }
+
+    /// Our Via value for a request sent from `sock` with `branch`.
+    pub fn write_via(&self, sock: &ListenSocket, branch: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(b"SIP/2.0/");
+        out.extend_from_slice(sock.proto.via_token().as_bytes());
+        out.push(b' ');
+        self.write_host(sock, out);
+        let _ = write!(out, ":{};branch=", sock.addr.port());
+        out.extend_from_slice(branch);
+    }
+
+    /// A Record-Route URI for `sock` (`<sip:host:port;transport=tcp;lr>`), with `;r2=on` for
+    /// double record-routing (RFC 5658).
+    pub fn write_rr(&self, sock: &ListenSocket, r2: bool, params: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(b"<sip:");
+        self.write_host(sock, out);
+        let _ = write!(out, ":{}", sock.addr.port());
+        if sock.proto != Proto::Udp {
+            out.extend_from_slice(b";transport=");
+            out.extend_from_slice(sock.proto.name().as_bytes());
+        }
+        out.extend_from_slice(b";lr");
+        if r2 {
+            out.extend_from_slice(b";r2=on");
+        }
+        out.extend_from_slice(params);
+        out.push(b'>');
+    }
+
+    /// The next hop of a target (RFC 3261 §16.6 steps 6-7, §16.12): `$du` if set, else the
+    /// first Path entry, else a pre-loaded top Route not addressed to us, else the
+    /// Request-URI.
+    pub fn next_hop(&self, ctx: &MsgCtx, t: &Target) -> Result<Destination, NextHopError> {
+        if let Some(du) = &t.dst_uri {
+            return out::uri_destination(du, &self.resolver);
+        }
+        if let Some(path) = &t.path
+            && let Some(first) = sip_msg::CommaValues::new(path).next()
+            && let Ok(na) = sip_msg::NameAddr::parse(first)
+        {
+            return out::uri_destination(na.uri_raw(), &self.resolver);
+        }
+        if !ctx.loose_routed
+            && let Some(r) = ctx.msg.top_route()
+            && let Ok(u) = r.uri()
+            && !self.myself.is_myself_uri(&u)
+        {
+            return out::uri_destination(r.uri_raw(), &self.resolver);
+        }
+        out::uri_destination(&t.uri, &self.resolver)
+    }
+
+    /// The local socket to send to `dst` from.
+    pub fn out_socket(&self, ctx: &MsgCtx, t: &Target, dst: &Destination) -> Option<&ListenSocket> {
+        let prefer = t.socket.or(ctx.send_socket).or(Some(ctx.rx.socket));
+        self.transports.socket_for(dst.proto, &dst.addr, prefer)
+    }
+
+    /// Writes the request of `ctx` as forwarded to target `t` from `sock`, with our Via
+    /// (`branch`), the received/rport stamp on the previous top Via, Max-Forwards decremented,
+    /// the Path as Route, Record-Route as requested, on top of `base` (the script's edits,
+    /// usually `ctx.edits`, or a per-branch copy with the branch route's edits).
+    pub fn build_request(
+        &self,
+        ctx: &MsgCtx,
+        t: &Target,
+        sock: &ListenSocket,
+        branch: &[u8],
+        base: &Edits,
+        out: &mut Vec<u8>,
+    ) {
+        let msg = &ctx.msg;
+        let mut edits = base.clone();
+        stamp_top_via(msg, &ctx.via_stamp, &mut edits);
+        let mut v: SmallVec<[u8; 128]> = SmallVec::new();
+        {
+            let mut tmp = Vec::with_capacity(96);
+            self.write_via(sock, branch, &mut tmp);
+            v.extend_from_slice(&tmp);
+        }
+        edits.insert_via(msg, &v);
+        if msg.request_uri_bytes() != Some(&t.uri[..]) {
+            edits.set_request_uri(msg, &t.uri);
+        }
+        let mf = msg.max_forwards().map(|m| m.saturating_sub(1)).unwrap_or(70);
+        edits.set_max_forwards(msg, mf);
+        if let Some(p) = &t.path {
+            edits.add_route_top(msg, p);
+        }
+        if let Some(rr) = &ctx.record_route {
+            let mut val = Vec::with_capacity(128);
+            let inbound = self.transports.sockets().get(ctx.rx.socket.0 as usize);
+            match inbound {
+                // RFC 5658: changing transport or interface needs two entries, the one facing
+                // the next hop on top.
+                Some(inb) if inb.proto != sock.proto || inb.addr != sock.addr => {
+                    self.write_rr(sock, true, &rr.params, &mut val);
+                    val.extend_from_slice(b", ");
+                    self.write_rr(inb, true, &rr.params, &mut val);
+                }
+                _ => self.write_rr(sock, false, &rr.params, &mut val),
+            }
+            edits.add_record_route_top(msg, &val);
+        }
+        msg.write_with(&edits, out);
+    }
+
+    /// Kamailio's `forward()`: sends the request to each target statelessly (RFC 3261
+    /// §16.11), with a branch derived from the request so that retransmissions, the CANCEL and
+    /// the non-2xx ACK get the same branch.
+    pub fn forward_stateless(&self, ctx: &mut MsgCtx) -> Result<(), ForwardError> {
+        let targets = ctx.targets();
+        let mut last_err = None;
+        for (i, t) in targets.iter().enumerate() {
+            let dst = match self.next_hop(ctx, t) {
+                Ok(d) => d,
+                Err(e) => {
+                    last_err = Some(ForwardError::NextHop(e));
+                    continue;
+                }
+            };
+            let Some(sock) = self.out_socket(ctx, t, &dst).cloned() else {
+                last_err = Some(ForwardError::NoSocket);
+                continue;
+            };
+            let branch = self.stateless_branch(&ctx.msg, &t.uri, i);
+            let res = with_out_buf(|buf| {
+                self.build_request(ctx, t, &sock, &branch, &ctx.edits, buf);
+                self.send(&Destination { socket: Some(sock.id), ..dst }, buf)
+            });
+            match res {
+                Ok(()) => {
+                    self.stats.tx_requests[method_index(ctx.msg.method())].inc();
+                    ctx.relayed = true;
+                }
+                Err(e) => last_err = Some(ForwardError::Send(e)),
+            }
+        }
+        if ctx.relayed { Ok(()) } else { Err(last_err.unwrap_or(ForwardError::NoSocket)) }
+    }
+
+    /// A branch for stateless forwarding: a hash of the incoming top Via (which carries the
+    /// previous hop's branch), the target and a per-process secret.
+    pub fn stateless_branch(&self, msg: &SipMessage, target: &[u8], i: usize) -> SmallVec<[u8; 32]> {
+        let via = msg.header(HeaderName::Via).unwrap_or(b"");
+        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(self.secret);
+        h.update(via);
+        h.update(target);
+        h.update(&(i as u32).to_le_bytes());
+        let mut b: SmallVec<[u8; 32]> = SmallVec::new();
+        b.extend_from_slice(b"z9hG4bKsl");
+        push_hex(&mut b, h.digest());
+        b
+    }
+
+    /// Forwards a response statelessly: removes our top Via and sends it to the next Via
+    /// (RFC 3261 §18.2.2 applied by a proxy). Returns false if it had to be dropped.
+    pub fn forward_reply_stateless(&self, msg: &SipMessage) -> bool {
+        let mut vias = msg.vias();
+        let (Some(_ours), Some(next)) = (vias.next(), vias.next()) else {
+            return false;
+        };
+        let Some(dst) = out::via_destination(&next, &self.resolver) else {
+            return false;
+        };
+        let mut edits = Edits::new();
+        edits.remove_top_via(msg);
+        let ok = with_out_buf(|buf| {
+            msg.write_with(&edits, buf);
+            self.send(&dst, buf).is_ok()
+        });
+        if ok && let Some(s) = msg.status() {
+            self.stats.tx_replies[class_index(s)].inc();
+        }
+        ok
+    }
+
+    /// Sends bytes, counting failures.
+    pub fn send(&self, dst: &Destination, data: &[u8]) -> Result<(), SendError> {
+        let r = self.transports.send(dst, data);
+        if r.is_err() {
+            self.stats.send_errors.inc();
+        }
+        r
+    }
+
+    /// The To tag of replies we generate to `msg`: stable for a request and its
+    /// retransmissions (so a retransmitted request gets an identical answer).
+    pub fn local_to_tag(&self, msg: &SipMessage) -> SmallVec<[u8; 20]> {
+        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(self.secret ^ 0x746f);
+        h.update(msg.call_id().unwrap_or(b""));
+        h.update(msg.from_tag().unwrap_or(b""));
+        h.update(msg.top_via().and_then(|v| v.branch()).unwrap_or(b""));
+        let mut b = SmallVec::new();
+        push_hex(&mut b, h.digest());
+        b
+    }
+
+    /// Kamailio's `sl_send_reply`: answers the request of `ctx` statelessly, to the address
+    /// RFC 3261 §18.2.2 names, with our To tag, `received`/`rport` on the top Via, the
+    /// `Server` header, `headers` and an optional body (content type, bytes).
+    pub fn reply(
+        &self,
+        ctx: &mut MsgCtx,
+        status: u16,
+        reason: Option<&[u8]>,
+        headers: &[(&[u8], &[u8])],
+        body: Option<(&[u8], &[u8])>,
+    ) -> Result<(), SendError> {
+        let r = with_out_buf(|buf| {
+            let dst = self.write_reply(&ctx.msg, &ctx.rx, &ctx.via_stamp, status, reason, headers, body, buf)?;
+            self.send(&dst, buf)
+        });
+        if r.is_ok() {
+            ctx.replied = Some(status);
+            self.stats.tx_replies[class_index(status)].inc();
+        }
+        r
+    }
+
+    /// Writes a locally generated reply to `req` into `buf` and returns where it goes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_reply(
+        &self,
+        req: &SipMessage,
+        rx: &crate::ctx::RxInfo,
+        stamp: &ViaStamp,
+        status: u16,
+        reason: Option<&[u8]>,
+        headers: &[(&[u8], &[u8])],
+        body: Option<(&[u8], &[u8])>,
+        buf: &mut Vec<u8>,
+    ) -> Result<Destination, SendError> {
+        let via = req.top_via().ok_or(SendError::NoSocket)?;
+        let dst = out::reply_destination(rx, &via, stamp);
+        let tag = self.local_to_tag(req);
+        let mut ipbuf: SmallVec<[u8; 48]> = SmallVec::new();
+        let mut b = ResponseBuilder::new(req, status).to_tag(&tag);
+        if let Some(r) = reason {
+            b = b.reason(r);
+        }
+        if let Some(ip) = stamp.received {
+            let _ = write!(ipbuf, "{ip}");
+            b = b.received(&ipbuf);
+        }
+        if let Some(p) = stamp.rport {
+            b = b.rport(p);
+        }
+        for (n, v) in headers {
+            b = b.header(n, v);
+        }
+        if !self.cfg.server_header.is_empty() {
+            b = b.server(self.cfg.server_header.as_bytes());
+        }
+        if let Some((ct, body)) = body {
+            b = b.body(ct, body);
+        }
+        b.write(buf);
+        Ok(dst)
+    }
+}
+
+/// Adds `;received=`/`;rport=` to the top Via of a request being forwarded (the values the
+/// response will be routed back with).
+pub fn stamp_top_via(msg: &SipMessage, stamp: &ViaStamp, edits: &mut Edits) {
+    if stamp.is_empty() {
+        return;
+    }
+    let Some(via) = msg.top_via() else { return };
+    let raw = via.raw();
+    let Some(start) = offset_in(msg.as_bytes(), raw) else { return };
+    let mut v: SmallVec<[u8; 256]> = SmallVec::new();
+    // Rebuild: sent-protocol and sent-by as received, then every param except the ones we set.
+    let params = via.params();
+    let params_raw = params.raw();
+    let head_len = offset_in(raw, params_raw).map(|o| o.saturating_sub(1)).unwrap_or(raw.len());
+    let head_len = if params_raw.is_empty() { raw.len() } else { head_len };
+    v.extend_from_slice(&raw[..head_len.min(raw.len())]);
+    for p in params.iter() {
+        let is_rport = p.name.eq_ignore_ascii_case(b"rport");
+        let is_received = p.name.eq_ignore_ascii_case(b"received");
+        if (is_rport && stamp.rport.is_some()) || (is_received && stamp.received.is_some()) {
+            continue;
+        }
+        v.push(b';');
+        v.extend_from_slice(p.name);
+        if let Some(val) = p.value {
+            v.push(b'=');
+            v.extend_from_slice(val);
+        }
+    }
+    if let Some(ip) = stamp.received {
+        let _ = write!(v, ";received={ip}");
+    }
+    if let Some(p) = stamp.rport {
+        let _ = write!(v, ";rport={p}");
+    }
+    edits.replace_raw(start..start + raw.len(), &v);
+}
+
+fn push_hex<const N: usize>(b: &mut SmallVec<[u8; N]>, mut x: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut tmp = [0u8; 16];
+    for i in (0..16).rev() {
+        tmp[i] = HEX[(x & 15) as usize];
+        x >>= 4;
+    }
+    b.extend_from_slice(&tmp);
+}
+
+/// Whether `uri` (raw) is a SIP/SIPS URI addressed to this server.
+pub fn is_uri_myself(core: &Core, uri: &[u8]) -> bool {
+    Uri::parse(uri).is_ok_and(|u| core.myself.is_myself_uri(&u))
+}
+
+/// A `Bytes` copy of the Request-URI.
+pub fn ruri_bytes(msg: &SipMessage) -> Bytes {
+    msg.request_uri_bytes().map(Bytes::copy_from_slice).unwrap_or_default()
+}

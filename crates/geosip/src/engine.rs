@@ -1,0 +1,1 @@
+//! The message pipeline (placeholder until the script engine is wired).
