@@ -553,6 +553,21 @@ impl ThrowawayRedis {
         );
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing answers, so calls
+    /// time out. Data is kept.
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            let _ = quiet(Command::new("kill").arg("-STOP").arg(c.id().to_string()));
+        }
+    }
+
+    /// Undoes [`pause`](Self::pause) (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            let _ = quiet(Command::new("kill").arg("-CONT").arg(c.id().to_string()));
+        }
+    }
+
     /// Starts an empty server again on the same port.
     pub fn restart(&mut self) {
         self.child = spawn_redis(self.port, &self.dir, false);
@@ -565,6 +580,7 @@ impl ThrowawayRedis {
 
 impl Drop for ThrowawayRedis {
     fn drop(&mut self) {
+        self.resume();
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
