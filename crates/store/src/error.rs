@@ -21,6 +21,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the call ran out of time (ours, the pool's, or the client's response timeout).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            StoreError::Timeout(_) => true,
+            StoreError::Sql(e) => matches!(e, sqlx::Error::PoolTimedOut),
+            StoreError::Redis(e) => e.is_timeout(),
+            _ => false,
+        }
+    }
+
     /// True when the store is (probably) down or slow rather than the request being wrong; such
     /// an operation may succeed when retried later.
     pub fn is_unavailable(&self) -> bool {

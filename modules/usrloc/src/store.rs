@@ -97,10 +97,7 @@ impl Store {
         let start = Instant::now();
         let r = match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
-            Err(_) => {
-                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(StoreError::Timeout(self.timeout.as_millis() as u64))
-            }
+            Err(_) => Err(StoreError::Timeout(self.timeout.as_millis() as u64)),
         };
         let us = start.elapsed().as_micros() as u64;
         let c = &self.counters;
@@ -111,6 +108,9 @@ impl Store {
             Ok(_) => self.log.ok(&self.target),
             Err(e) => {
                 c.errors.fetch_add(1, Ordering::Relaxed);
+                if e.is_timeout() {
+                    c.timeouts.fetch_add(1, Ordering::Relaxed);
+                }
                 self.log.error(&self.target, op, e);
             }
         }
