@@ -86,3 +86,5 @@ impl Core {
 }
 
 pub mod routes;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
