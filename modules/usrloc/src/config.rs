@@ -119,7 +119,8 @@ mod tests {
 
     #[test]
     fn a_usrloc_section_parses_with_defaults_and_rejects_unknown_keys() {
-        let c: UsrlocConfig = toml::from_str("db_mode = \"write-through\"\ndb_url = \"postgres://x/y\"\n").unwrap();
+        let c: UsrlocConfig =
+            toml::from_str("db_mode = \"write-through\"\ndb_url = \"postgres://x/y\"\n").unwrap();
         assert_eq!(c.db_mode, DbMode::WriteThrough);
         assert_eq!(c.db_url, "postgres://x/y");
         assert_eq!(c.flush_batch, UsrlocConfig::default().flush_batch);

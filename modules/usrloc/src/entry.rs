@@ -41,7 +41,10 @@ impl ContactInfo {
         if self.instance.is_empty() {
             BindingKey::Contact(&self.contact)
         } else {
-            BindingKey::Instance { instance: &self.instance, reg_id: self.reg_id }
+            BindingKey::Instance {
+                instance: &self.instance,
+                reg_id: self.reg_id,
+            }
         }
     }
 }
@@ -68,8 +71,21 @@ pub struct AorEntryMut {
 }
 
 impl AorEntryMut {
-    pub(crate) fn new(aor: Bytes, now_ms: u64, server_id: u32, max_bindings: usize, live: Vec<Binding>) -> Self {
-        AorEntryMut { aor, now_ms, server_id, max_bindings, original: live.clone(), bindings: live }
+    pub(crate) fn new(
+        aor: Bytes,
+        now_ms: u64,
+        server_id: u32,
+        max_bindings: usize,
+        live: Vec<Binding>,
+    ) -> Self {
+        AorEntryMut {
+            aor,
+            now_ms,
+            server_id,
+            max_bindings,
+            original: live.clone(),
+            bindings: live,
+        }
     }
 
     /// The AOR.
@@ -110,7 +126,9 @@ impl AorEntryMut {
     /// Inserts a binding or refreshes the one with the same identity (keeping its ruid).
     pub fn upsert(&mut self, info: ContactInfo) -> Result<Upserted, Error> {
         if info.expires <= self.now_ms / 1000 {
-            return Err(Error::InvalidBinding("expires is not in the future (remove the binding instead)".into()));
+            return Err(Error::InvalidBinding(
+                "expires is not in the future (remove the binding instead)".into(),
+            ));
         }
         let existing = self.bindings.iter().position(|b| b.key() == info.key());
         let ruid = match existing {

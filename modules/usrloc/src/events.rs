@@ -52,7 +52,13 @@ pub(crate) struct EventBus {
 impl EventBus {
     pub(crate) fn new(capacity: usize) -> EventBus {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-        EventBus { tx, rx, subscribed: AtomicBool::new(false), sent: AtomicU64::new(0), dropped: AtomicU64::new(0) }
+        EventBus {
+            tx,
+            rx,
+            subscribed: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
     }
 
     pub(crate) fn subscribe(&self) -> Receiver<Event> {
@@ -69,7 +75,11 @@ impl EventBus {
         if !self.active() {
             return;
         }
-        match self.tx.try_send(Event { kind, origin, binding }) {
+        match self.tx.try_send(Event {
+            kind,
+            origin,
+            binding,
+        }) {
             Ok(()) => {
                 self.sent.fetch_add(1, Ordering::Relaxed);
             }

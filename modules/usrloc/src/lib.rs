@@ -38,7 +38,8 @@ pub use crossbeam_channel::Receiver;
 pub use entry::{AorEntryMut, ContactInfo, Upserted};
 pub use events::{Event, EventKind, Origin};
 pub use geosip_store::location::{
-    BackendKind, Binding, BindingKey, LoadCursor, LocationBackend, Received, Ruid, Transport, WriteOp,
+    BackendKind, Binding, BindingKey, LoadCursor, LocationBackend, Received, Ruid, Transport,
+    WriteOp,
 };
 pub use geosip_store::{StoreError, StoreResult};
 pub use stats::{Stats, StoreStats};
@@ -70,7 +71,9 @@ pub enum Error {
 
 /// Current unix time in milliseconds.
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// All live bindings of one AOR (dump pages).
@@ -163,7 +166,10 @@ fn sort_for_forking(v: &mut [Binding]) {
 
 fn check_aor(aor: &[u8]) -> Result<(), Error> {
     if aor.is_empty() || aor.len() > limits::AOR {
-        return Err(Error::InvalidBinding(format!("AOR must be 1..={} bytes", limits::AOR)));
+        return Err(Error::InvalidBinding(format!(
+            "AOR must be 1..={} bytes",
+            limits::AOR
+        )));
     }
     Ok(())
 }
@@ -197,7 +203,9 @@ impl Inner {
     }
 
     fn store(&self) -> Result<&Arc<Store>, Error> {
-        self.store.as_ref().ok_or_else(|| Error::Store(StoreError::Config("no store configured".into())))
+        self.store
+            .as_ref()
+            .ok_or_else(|| Error::Store(StoreError::Config("no store configured".into())))
     }
 
     /// Replaces the record of `aor` by `new` (removes it when empty), keeping counters and
@@ -225,7 +233,9 @@ impl Inner {
                 }
             }
         }
-        self.c.contacts.fetch_add(new.len() as i64 - old_count, Ordering::Relaxed);
+        self.c
+            .contacts
+            .fetch_add(new.len() as i64 - old_count, Ordering::Relaxed);
     }
 
     fn mark_dirty(&self, dirty: &mut HashSet<Box<[u8]>>, aor: &[u8]) {
@@ -252,7 +262,9 @@ impl Inner {
             counter.fetch_add(1, Ordering::Relaxed);
             self.events.emit(kind, origin, b);
         }
-        self.c.expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
+        self.c
+            .expired
+            .fetch_add(expired.len() as u64, Ordering::Relaxed);
         for b in expired {
             self.events.emit(EventKind::Expire, Origin::Local, b);
         }
@@ -263,20 +275,27 @@ impl Inner {
         for (kind, b) in changes {
             match kind {
                 EventKind::Insert | EventKind::Update => ops.push(WriteOp::Upsert(b.clone())),
-                EventKind::Delete | EventKind::Expire => {
-                    ops.push(WriteOp::Delete { aor: b.aor.clone(), bkey: Bytes::from(b.bkey()) })
-                }
+                EventKind::Delete | EventKind::Expire => ops.push(WriteOp::Delete {
+                    aor: b.aor.clone(),
+                    bkey: Bytes::from(b.bkey()),
+                }),
             }
         }
         for b in expired {
-            ops.push(WriteOp::Delete { aor: b.aor.clone(), bkey: Bytes::from(b.bkey()) });
+            ops.push(WriteOp::Delete {
+                aor: b.aor.clone(),
+                bkey: Bytes::from(b.bkey()),
+            });
         }
         ops
     }
 
     fn memory_bindings(&self, h: u64, aor: &[u8]) -> Vec<Binding> {
         let g = self.shard(h).read();
-        g.table.find(h, |r| record::aor(r) == aor).map(|rec| record::decode(rec, &g.ua)).unwrap_or_default()
+        g.table
+            .find(h, |r| record::aor(r) == aor)
+            .map(|rec| record::decode(rec, &g.ua))
+            .unwrap_or_default()
     }
 
     fn update<R>(
@@ -289,11 +308,22 @@ impl Inner {
         check_aor(aor)?;
         let h = hash(aor);
         let now_s = now_ms / 1000;
-        let new_entry = |live| AorEntryMut::new(Bytes::copy_from_slice(aor), now_ms, self.cfg.server_id, self.max_bindings(), live);
+        let new_entry = |live| {
+            AorEntryMut::new(
+                Bytes::copy_from_slice(aor),
+                now_ms,
+                self.cfg.server_id,
+                self.max_bindings(),
+                live,
+            )
+        };
         match self.mode {
             DbMode::Memory | DbMode::WriteBack => {
                 let mut g = self.shard(h).write();
-                let all = g.table.find(h, |r| record::aor(r) == aor).map(|rec| record::decode(rec, &g.ua));
+                let all = g
+                    .table
+                    .find(h, |r| record::aor(r) == aor)
+                    .map(|rec| record::decode(rec, &g.ua));
                 let (live, expired) = split_live(all.unwrap_or_default(), now_s);
                 let mut e = new_entry(live);
                 let r = f(&mut e);
@@ -362,7 +392,11 @@ impl Inner {
         let h = hash(&b.aor);
         let mut g = self.shard(h).write();
         let aor = b.aor.clone();
-        let mut list = g.table.find(h, |r| record::aor(r) == &aor[..]).map(|rec| record::decode(rec, &g.ua)).unwrap_or_default();
+        let mut list = g
+            .table
+            .find(h, |r| record::aor(r) == &aor[..])
+            .map(|rec| record::decode(rec, &g.ua))
+            .unwrap_or_default();
         match list.iter().position(|x| x.key() == b.key()) {
             Some(i) => list[i] = b,
             None if list.len() < self.max_bindings() => list.push(b),
@@ -378,7 +412,10 @@ impl Inner {
         let (mut cursor, mut loaded, mut skipped) = (None::<LoadCursor>, 0u64, 0u64);
         loop {
             let page_size = self.cfg.load_page_size.max(1);
-            let page = store.block(store.call("load", store.backend.load_page(cursor.as_ref(), page_size, now_s)))??;
+            let page = store.block(store.call(
+                "load",
+                store.backend.load_page(cursor.as_ref(), page_size, now_s),
+            ))??;
             skipped += page.skipped;
             for b in page.bindings.into_iter().filter(|b| b.is_live(now_s)) {
                 match self.load_binding(b) {
@@ -394,7 +431,8 @@ impl Inner {
                 None => break,
             }
         }
-        let deleted = store.block(store.call("delete_expired", store.backend.delete_expired(now_s)))??;
+        let deleted =
+            store.block(store.call("delete_expired", store.backend.delete_expired(now_s)))??;
         tracing::info!(target: "geosip_usrloc", loaded, skipped, deleted_expired = deleted, "location table reloaded");
         Ok(loaded)
     }
@@ -404,7 +442,9 @@ impl Inner {
         if self.mode == DbMode::DbOnly {
             if let Some(store) = self.store.clone() {
                 store.handle.clone().spawn(async move {
-                    let _ = store.call("delete_expired", store.backend.delete_expired(now_s)).await;
+                    let _ = store
+                        .call("delete_expired", store.backend.delete_expired(now_s))
+                        .await;
                 });
             }
             return 0;
@@ -461,18 +501,22 @@ impl Inner {
                 self.events.emit(EventKind::Expire, Origin::Local, b);
             }
         }
-        if !ops.is_empty() {
-            if let Some(store) = self.store.clone() {
-                let batch = self.cfg.flush_batch.max(1);
-                store.handle.clone().spawn(async move {
-                    for chunk in ops.chunks(batch) {
-                        if store.call("expire", store.backend.apply(chunk)).await.is_err() {
-                            // Left for the startup reload's delete_expired; memory is already right.
-                            break;
-                        }
+        if !ops.is_empty()
+            && let Some(store) = self.store.clone()
+        {
+            let batch = self.cfg.flush_batch.max(1);
+            store.handle.clone().spawn(async move {
+                for chunk in ops.chunks(batch) {
+                    if store
+                        .call("expire", store.backend.apply(chunk))
+                        .await
+                        .is_err()
+                    {
+                        // Left for the startup reload's delete_expired; memory is already right.
+                        break;
                     }
-                });
-            }
+                }
+            });
         }
         total
     }
@@ -495,10 +539,19 @@ impl Inner {
                 dirty.remove(&aor);
                 self.c.dirty.fetch_sub(1, Ordering::Relaxed);
                 let h = hash(&aor);
-                let all = table.find(h, |r| record::aor(r) == &aor[..]).map(|rec| record::decode(rec, ua));
+                let all = table
+                    .find(h, |r| record::aor(r) == &aor[..])
+                    .map(|rec| record::decode(rec, ua));
                 let live = split_live(all.unwrap_or_default(), now_s).0;
                 let aor = Bytes::from(aor.into_vec());
-                ops.push(if live.is_empty() { WriteOp::DeleteAor(aor) } else { WriteOp::ReplaceAor { aor, bindings: live } });
+                ops.push(if live.is_empty() {
+                    WriteOp::DeleteAor(aor)
+                } else {
+                    WriteOp::ReplaceAor {
+                        aor,
+                        bindings: live,
+                    }
+                });
             }
         }
         ops
@@ -533,7 +586,9 @@ impl Inner {
             match store.call("flush", store.backend.apply(&ops)).await {
                 Ok(()) => {
                     flushed += ops.len() as u64;
-                    self.c.flushed.fetch_add(ops.len() as u64, Ordering::Relaxed);
+                    self.c
+                        .flushed
+                        .fetch_add(ops.len() as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
                     self.remark_dirty(&ops);
@@ -577,30 +632,50 @@ impl Inner {
                     .collect()
             };
             for chunk in ops.chunks(batch) {
-                store.call("resync", store.backend.apply(chunk)).await.map_err(fail)?;
+                store
+                    .call("resync", store.backend.apply(chunk))
+                    .await
+                    .map_err(fail)?;
                 written += chunk.len() as u64;
             }
         }
         let mut cursor: Option<LoadCursor> = None;
         loop {
-            let page = store.call("resync", store.backend.load_page(cursor.as_ref(), 1000, now_s)).await.map_err(fail)?;
+            let page = store
+                .call(
+                    "resync",
+                    store.backend.load_page(cursor.as_ref(), 1000, now_s),
+                )
+                .await
+                .map_err(fail)?;
             let mut orphans: Vec<WriteOp> = Vec::new();
             for b in &page.bindings {
                 let h = hash(&b.aor);
-                let present = self.shard(h).read().table.find(h, |r| record::aor(r) == &b.aor[..]).is_some();
+                let present = self
+                    .shard(h)
+                    .read()
+                    .table
+                    .find(h, |r| record::aor(r) == &b.aor[..])
+                    .is_some();
                 if !present && orphans.last().is_none_or(|o| o.aor() != &b.aor) {
                     orphans.push(WriteOp::DeleteAor(b.aor.clone()));
                 }
             }
             if !orphans.is_empty() {
-                store.call("resync", store.backend.apply(&orphans)).await.map_err(fail)?;
+                store
+                    .call("resync", store.backend.apply(&orphans))
+                    .await
+                    .map_err(fail)?;
             }
             match page.next {
                 Some(c) => cursor = Some(c),
                 None => break,
             }
         }
-        store.call("resync", store.backend.delete_expired(now_s)).await.map_err(fail)?;
+        store
+            .call("resync", store.backend.delete_expired(now_s))
+            .await
+            .map_err(fail)?;
         self.c.resyncs.fetch_add(1, Ordering::Relaxed);
         self.c.flushed.fetch_add(written, Ordering::Relaxed);
         Ok(written)
@@ -618,7 +693,10 @@ pub struct Location {
 impl Location {
     /// A memory-only table with no background tasks: the caller drives [`expire`](Self::expire).
     pub fn memory(cfg: UsrlocConfig) -> Location {
-        Location { inner: Arc::new(Inner::new(cfg, DbMode::Memory, None)), tasks: Vec::new() }
+        Location {
+            inner: Arc::new(Inner::new(cfg, DbMode::Memory, None)),
+            tasks: Vec::new(),
+        }
     }
 
     /// Builds the service from its config: opens the store named by `db_url` (unless
@@ -634,7 +712,12 @@ impl Location {
         let timeout = cfg.timeout();
         let h = handle.clone();
         let open = async move {
-            match tokio::time::timeout(timeout * 2, geosip_store::location::open_location(&store_cfg)).await {
+            match tokio::time::timeout(
+                timeout * 2,
+                geosip_store::location::open_location(&store_cfg),
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(StoreError::Timeout(timeout.as_millis() as u64 * 2)),
             }
@@ -647,7 +730,11 @@ impl Location {
     }
 
     /// Builds the service over an already opened backend (a partitioning layer, a test double).
-    pub fn with_backend(cfg: UsrlocConfig, backend: Arc<dyn LocationBackend>, handle: Handle) -> Result<Location, Error> {
+    pub fn with_backend(
+        cfg: UsrlocConfig,
+        backend: Arc<dyn LocationBackend>,
+        handle: Handle,
+    ) -> Result<Location, Error> {
         Location::with_backend_at(cfg, backend, handle, unix_ms())
     }
 
@@ -733,7 +820,12 @@ impl Location {
     /// Write-through / db-only: the store write completes before this returns; if it fails,
     /// nothing changes and `Error::Store` is returned (answer 500/503). The closure must not
     /// block: in memory modes it runs under the shard's write lock.
-    pub fn update<R>(&self, aor: &[u8], now_ms: u64, f: impl FnOnce(&mut AorEntryMut) -> R) -> Result<R, Error> {
+    pub fn update<R>(
+        &self,
+        aor: &[u8],
+        now_ms: u64,
+        f: impl FnOnce(&mut AorEntryMut) -> R,
+    ) -> Result<R, Error> {
         self.inner.update(aor, now_ms, Origin::Local, f)
     }
 
@@ -748,7 +840,12 @@ impl Location {
     }
 
     /// Removes the binding of `aor` with this contact URI (`ul.rm_contact`); true if found.
-    pub fn unregister_contact(&self, aor: &[u8], contact: &[u8], now_ms: u64) -> Result<bool, Error> {
+    pub fn unregister_contact(
+        &self,
+        aor: &[u8],
+        contact: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, Error> {
         self.update(aor, now_ms, |e| e.remove_contact(contact).is_some())
     }
 
@@ -757,7 +854,12 @@ impl Location {
     /// if it is newer; a delete/expire removes it unless the local one is newer. The binding
     /// keeps its ruid, `last_modified` and `server_id`. Persisted according to the mode; the
     /// resulting events carry `Origin::Remote`.
-    pub fn apply_remote(&self, kind: EventKind, binding: Binding, now_ms: u64) -> Result<RemoteOutcome, Error> {
+    pub fn apply_remote(
+        &self,
+        kind: EventKind,
+        binding: Binding,
+        now_ms: u64,
+    ) -> Result<RemoteOutcome, Error> {
         let now_s = now_ms / 1000;
         let aor = binding.aor.clone();
         self.inner.update(&aor, now_ms, Origin::Remote, move |e| {
@@ -795,7 +897,9 @@ impl Location {
     /// Write-back: writes every pending change now (`ul.flush`); returns the AORs written.
     /// A no-op in the other modes.
     pub fn flush(&self) -> Result<u64, Error> {
-        let Some(store) = self.inner.store.clone() else { return Ok(0) };
+        let Some(store) = self.inner.store.clone() else {
+            return Ok(0);
+        };
         store.block(self.inner.flush_once(unix_ms()))?
     }
 
@@ -826,18 +930,25 @@ impl Location {
                 _ => None,
             };
             let size = inner.cfg.load_page_size.max(1);
-            let page = store.block(store.call("dump", store.backend.load_page(lc, size, now_s)))??;
+            let page =
+                store.block(store.call("dump", store.backend.load_page(lc, size, now_s)))??;
             let mut aors: Vec<AorBindings> = Vec::new();
             for b in page.bindings.into_iter().filter(|b| b.is_live(now_s)) {
                 match aors.last_mut() {
                     Some(last) if last.aor == b.aor => last.bindings.push(b),
-                    _ => aors.push(AorBindings { aor: b.aor.clone(), bindings: vec![b] }),
+                    _ => aors.push(AorBindings {
+                        aor: b.aor.clone(),
+                        bindings: vec![b],
+                    }),
                 }
             }
             for a in &mut aors {
                 sort_for_forking(&mut a.bindings);
             }
-            return Ok(DumpPage { aors, next: page.next.map(|c| DumpCursor(DumpPos::Store(c))) });
+            return Ok(DumpPage {
+                aors,
+                next: page.next.map(|c| DumpCursor(DumpPos::Store(c))),
+            });
         }
         let mut i = match cursor {
             Some(DumpCursor(DumpPos::Shard(i))) => *i,
@@ -859,12 +970,21 @@ impl Location {
             }
             i += 1;
         }
-        Ok(DumpPage { aors, next: (i < SHARDS).then_some(DumpCursor(DumpPos::Shard(i))) })
+        Ok(DumpPage {
+            aors,
+            next: (i < SHARDS).then_some(DumpCursor(DumpPos::Shard(i))),
+        })
     }
 
     /// Iterates over every AOR with live bindings (`ul.dump`), page by page.
     pub fn dump(&self, now_ms: u64) -> Dump<'_> {
-        Dump { loc: self, now_ms, cursor: None, buf: VecDeque::new(), done: false }
+        Dump {
+            loc: self,
+            now_ms,
+            cursor: None,
+            buf: VecDeque::new(),
+            done: false,
+        }
     }
 
     /// A snapshot of the statistics.
@@ -873,7 +993,11 @@ impl Location {
         let user_agents = if self.inner.mode == DbMode::DbOnly {
             0
         } else {
-            self.inner.shards.iter().map(|s| s.read().ua.len() as u64).sum()
+            self.inner
+                .shards
+                .iter()
+                .map(|s| s.read().ua.len() as u64)
+                .sum()
         };
         Stats {
             db_mode: self.inner.mode.as_str(),
@@ -902,11 +1026,11 @@ impl Drop for Location {
             t.abort();
         }
         if self.inner.mode == DbMode::WriteBack
-            && (self.inner.c.dirty.load(Ordering::Relaxed) > 0 || self.inner.resync.load(Ordering::Relaxed))
+            && (self.inner.c.dirty.load(Ordering::Relaxed) > 0
+                || self.inner.resync.load(Ordering::Relaxed))
+            && let Err(e) = self.flush()
         {
-            if let Err(e) = self.flush() {
-                tracing::error!(target: "geosip_usrloc", error = %e, "final write-back flush failed; unflushed changes are lost");
-            }
+            tracing::error!(target: "geosip_usrloc", error = %e, "final write-back flush failed; unflushed changes are lost");
         }
     }
 }

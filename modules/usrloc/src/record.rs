@@ -38,7 +38,9 @@ impl Interner {
             return NO_UA;
         }
         let slots = &mut self.slots;
-        if let Some(&id) = self.index.find(h(s), |&id| slots.get(id as usize).is_some_and(|(b, _)| &**b == s)) {
+        if let Some(&id) = self.index.find(h(s), |&id| {
+            slots.get(id as usize).is_some_and(|(b, _)| &**b == s)
+        }) {
             if let Some(slot) = slots.get_mut(id as usize) {
                 slot.1 += 1;
             }
@@ -57,13 +59,17 @@ impl Interner {
             }
         };
         let slots = &self.slots;
-        self.index.insert_unique(h(s), id, |&i| slots.get(i as usize).map_or(0, |(b, _)| h(b)));
+        self.index.insert_unique(h(s), id, |&i| {
+            slots.get(i as usize).map_or(0, |(b, _)| h(b))
+        });
         id
     }
 
     /// Drops one reference of `id`; frees the string with the last one.
     pub(crate) fn release(&mut self, id: u32) {
-        let Some(slot) = self.slots.get_mut(id as usize) else { return };
+        let Some(slot) = self.slots.get_mut(id as usize) else {
+            return;
+        };
         slot.1 = slot.1.saturating_sub(1);
         if slot.1 > 0 {
             return;
@@ -88,13 +94,16 @@ impl Interner {
 
 /// The AOR of a record.
 pub(crate) fn aor(rec: &[u8]) -> &[u8] {
-    let n = rec.get(..2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let n = rec
+        .get(..2)
+        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
     rec.get(HEADER..HEADER + n).unwrap_or_default()
 }
 
 /// Smallest `expires` of the record's bindings (for a quick "anything expired?" check).
 pub(crate) fn min_expires(rec: &[u8]) -> u32 {
-    rec.get(4..8).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    rec.get(4..8)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 fn addr_len(a: &SocketAddr) -> usize {
@@ -121,7 +130,9 @@ pub(crate) fn validate(b: &Binding) -> Result<(), Error> {
     ];
     for (v, max, what) in checks {
         if v.len() > max {
-            return Err(Error::InvalidBinding(format!("{what} longer than {max} bytes")));
+            return Err(Error::InvalidBinding(format!(
+                "{what} longer than {max} bytes"
+            )));
         }
     }
     if b.contact.is_empty() {
@@ -144,7 +155,11 @@ pub(crate) fn encode(aor: &[u8], bindings: &[Binding], ua: &mut Interner) -> Box
         }
     }
     let mut out = Vec::with_capacity(size);
-    let min = bindings.iter().map(|b| clamp32(b.expires)).min().unwrap_or(0);
+    let min = bindings
+        .iter()
+        .map(|b| clamp32(b.expires))
+        .min()
+        .unwrap_or(0);
     out.extend_from_slice(&(aor.len().min(u16::MAX as usize) as u16).to_le_bytes());
     out.extend_from_slice(&(bindings.len().min(u16::MAX as usize) as u16).to_le_bytes());
     out.extend_from_slice(&min.to_le_bytes());
@@ -206,8 +221,13 @@ impl Raw<'_> {
     /// An owned binding: one allocation for all its strings (sliced), the AOR shared.
     pub(crate) fn to_binding(&self, aor: &Bytes, ua: &Interner) -> Binding {
         let agent = ua.get(self.ua);
-        let mut buf =
-            BytesMut::with_capacity(self.contact.len() + self.call_id.len() + self.path.len() + agent.len() + self.instance.len());
+        let mut buf = BytesMut::with_capacity(
+            self.contact.len()
+                + self.call_id.len()
+                + self.path.len()
+                + agent.len()
+                + self.instance.len(),
+        );
         let mut take = |s: &[u8]| {
             buf.extend_from_slice(s);
             buf.split().freeze()
@@ -255,7 +275,11 @@ impl<'a> Cur<'a> {
         self.arr().map(u32::from_le_bytes)
     }
     fn addr(&mut self, v6: bool) -> Option<SocketAddr> {
-        let ip = if v6 { IpAddr::V6(Ipv6Addr::from(self.arr::<16>()?)) } else { IpAddr::V4(Ipv4Addr::from(self.arr::<4>()?)) };
+        let ip = if v6 {
+            IpAddr::V6(Ipv6Addr::from(self.arr::<16>()?))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(self.arr::<4>()?))
+        };
         Some(SocketAddr::new(ip, self.u16()?))
     }
     fn raw(&mut self) -> Option<Raw<'a>> {
@@ -300,8 +324,12 @@ impl<'a> Cur<'a> {
 
 /// The bindings of a record. Stops early (never panics) if the blob is damaged.
 pub(crate) fn bindings(rec: &[u8]) -> impl Iterator<Item = Raw<'_>> {
-    let n = rec.get(2..4).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let mut cur = Cur { buf: rec.get(HEADER + aor(rec).len()..).unwrap_or_default() };
+    let n = rec
+        .get(2..4)
+        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let mut cur = Cur {
+        buf: rec.get(HEADER + aor(rec).len()..).unwrap_or_default(),
+    };
     (0..n).map_while(move |_| cur.raw())
 }
 
@@ -347,7 +375,10 @@ mod tests {
             source: "[2001:db8::2]:443".parse().unwrap(),
             local: "192.0.2.1:8443".parse().unwrap(),
         };
-        let bs = vec![mk("sip:a@1.2.3.4", None), mk("sip:a@5.6.7.8:5061", Some(recv))];
+        let bs = vec![
+            mk("sip:a@1.2.3.4", None),
+            mk("sip:a@5.6.7.8:5061", Some(recv)),
+        ];
         let rec = encode(b"sip:a@x", &bs, &mut ua);
         assert_eq!(aor(&rec), b"sip:a@x");
         assert_eq!(min_expires(&rec), 113);

@@ -38,7 +38,12 @@ impl LogLimiter {
         let now = self.base.elapsed().as_millis() as u64;
         let last = self.last_ms.load(Ordering::Relaxed);
         let due = last == u64::MAX || now.saturating_sub(last) >= self.interval_ms;
-        if due && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
             tracing::error!(target: "geosip_usrloc", store = target, op, error = %e, suppressed, "location store call failed");
         } else {
@@ -93,7 +98,11 @@ impl Store {
     }
 
     /// Runs one store call with the timeout, counting latency and errors.
-    pub(crate) async fn call<T>(&self, op: &'static str, fut: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    pub(crate) async fn call<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
         let start = Instant::now();
         let r = match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
@@ -139,7 +148,11 @@ impl Store {
             calls,
             errors: c.errors.load(Ordering::Relaxed),
             timeouts: c.timeouts.load(Ordering::Relaxed),
-            avg_latency_us: c.total_us.load(Ordering::Relaxed).checked_div(calls).unwrap_or(0),
+            avg_latency_us: c
+                .total_us
+                .load(Ordering::Relaxed)
+                .checked_div(calls)
+                .unwrap_or(0),
             max_latency_us: c.max_us.load(Ordering::Relaxed),
         }
     }

@@ -42,8 +42,12 @@ fn until_ok<T>(what: &str, mut f: impl FnMut() -> Result<T, Error>) -> T {
 
 #[test]
 fn write_back_on_postgres_loses_nothing_while_the_database_is_down_and_catches_up() {
-    let Some(pg) = ThrowawayPostgres::start() else { return };
-    let Some(db) = testutil::fresh_postgres_at("127.0.0.1", pg.port) else { return };
+    let Some(pg) = ThrowawayPostgres::start() else {
+        return;
+    };
+    let Some(db) = testutil::fresh_postgres_at("127.0.0.1", pg.port) else {
+        return;
+    };
     let rt = rt();
     let c = cfg(DbMode::WriteBack, db.url.clone());
     let dir = std::env::temp_dir();
@@ -51,14 +55,16 @@ fn write_back_on_postgres_loses_nothing_while_the_database_is_down_and_catches_u
     let backend = l.backend().unwrap();
     let (base, bs) = (now_ms(), now_ms() / 1000);
     for i in 0..20 {
-        l.add(&aor(i), info("sip:c@192.0.2.1", bs + 3600, 1000), base).unwrap();
+        l.add(&aor(i), info("sip:c@192.0.2.1", bs + 3600, 1000), base)
+            .unwrap();
     }
     assert_eq!(l.flush().unwrap(), 20);
 
     pg.kill();
     // REGISTER processing goes on in memory.
     for i in 20..40 {
-        l.add(&aor(i), info("sip:c@192.0.2.1", bs + 3600, 1000), base).unwrap();
+        l.add(&aor(i), info("sip:c@192.0.2.1", bs + 3600, 1000), base)
+            .unwrap();
     }
     for i in 0..5 {
         l.unregister(&aor(i), base).unwrap();
@@ -75,7 +81,10 @@ fn write_back_on_postgres_loses_nothing_while_the_database_is_down_and_catches_u
     until_ok("flush after the restart", || l.flush());
     assert_eq!(l.stats().flush_pending, 0);
     for i in 0..5 {
-        assert!(stored(&rt, &backend, &aor(i)).is_empty(), "unregistered during the outage");
+        assert!(
+            stored(&rt, &backend, &aor(i)).is_empty(),
+            "unregistered during the outage"
+        );
     }
     for i in 5..40 {
         assert_eq!(stored(&rt, &backend, &aor(i)).len(), 1, "user{i}");
@@ -88,16 +97,27 @@ fn write_back_on_postgres_loses_nothing_while_the_database_is_down_and_catches_u
 
 #[test]
 fn write_through_on_postgres_refuses_updates_while_the_database_is_down_and_recovers() {
-    let Some(pg) = ThrowawayPostgres::start() else { return };
-    let Some(db) = testutil::fresh_postgres_at("127.0.0.1", pg.port) else { return };
+    let Some(pg) = ThrowawayPostgres::start() else {
+        return;
+    };
+    let Some(db) = testutil::fresh_postgres_at("127.0.0.1", pg.port) else {
+        return;
+    };
     let rt = rt();
-    let l = Location::open(cfg(DbMode::WriteThrough, db.url.clone()), &std::env::temp_dir(), rt.handle().clone())
-        .unwrap();
+    let l = Location::open(
+        cfg(DbMode::WriteThrough, db.url.clone()),
+        &std::env::temp_dir(),
+        rt.handle().clone(),
+    )
+    .unwrap();
     let (base, bs) = (now_ms(), now_ms() / 1000);
-    l.add(ALICE, info("sip:a@192.0.2.1", bs + 3600, 1000), base).unwrap();
+    l.add(ALICE, info("sip:a@192.0.2.1", bs + 3600, 1000), base)
+        .unwrap();
 
     pg.kill();
-    let err = l.add(BOB, info("sip:b@192.0.2.2", bs + 3600, 1000), base).unwrap_err();
+    let err = l
+        .add(BOB, info("sip:b@192.0.2.2", bs + 3600, 1000), base)
+        .unwrap_err();
     assert!(matches!(err, Error::Store(_)), "{err}");
     assert!(matches!(l.unregister(ALICE, base), Err(Error::Store(_))));
     // Memory is unchanged and lookups keep working from memory.
@@ -106,7 +126,9 @@ fn write_through_on_postgres_refuses_updates_while_the_database_is_down_and_reco
     assert!(l.stats().store_failures >= 2);
 
     pg.restart();
-    until_ok("an update after the restart", || l.add(BOB, info("sip:b@192.0.2.2", bs + 3600, 1000), base));
+    until_ok("an update after the restart", || {
+        l.add(BOB, info("sip:b@192.0.2.2", bs + 3600, 1000), base)
+    });
     assert_eq!(l.lookup(BOB, base).unwrap().len(), 1);
     assert_eq!(stored(&rt, &l.backend().unwrap(), BOB).len(), 1);
     drop(l);
@@ -115,20 +137,27 @@ fn write_through_on_postgres_refuses_updates_while_the_database_is_down_and_reco
 
 #[test]
 fn write_back_on_redis_loses_nothing_while_redis_hangs_and_catches_up() {
-    let Some(redis) = ThrowawayRedis::start() else { return };
+    let Some(redis) = ThrowawayRedis::start() else {
+        return;
+    };
     let rt = rt();
-    let c = UsrlocConfig { timeout_ms: 300, ..cfg(DbMode::WriteBack, redis.url()) };
+    let c = UsrlocConfig {
+        timeout_ms: 300,
+        ..cfg(DbMode::WriteBack, redis.url())
+    };
     let l = Location::open(c, &std::env::temp_dir(), rt.handle().clone()).unwrap();
     let backend = l.backend().unwrap();
     let (base, bs) = (now_ms(), now_ms() / 1000);
     for i in 0..10 {
-        l.add(&aor(i), info("sip:c@192.0.2.1", bs + 3600, 1000), base).unwrap();
+        l.add(&aor(i), info("sip:c@192.0.2.1", bs + 3600, 1000), base)
+            .unwrap();
     }
     l.flush().unwrap();
 
     redis.pause();
     for i in 10..20 {
-        l.add(&aor(i), info("sip:c@192.0.2.1", bs + 3600, 1000), base).unwrap();
+        l.add(&aor(i), info("sip:c@192.0.2.1", bs + 3600, 1000), base)
+            .unwrap();
     }
     l.unregister(&aor(0), base).unwrap();
     assert!(matches!(l.flush(), Err(Error::Store(_))));
@@ -144,30 +173,53 @@ fn write_back_on_redis_loses_nothing_while_redis_hangs_and_catches_up() {
 
 #[test]
 fn write_through_on_redis_refuses_updates_while_redis_is_down_and_recovers() {
-    let Some(mut redis) = ThrowawayRedis::start() else { return };
+    let Some(mut redis) = ThrowawayRedis::start() else {
+        return;
+    };
     let rt = rt();
-    let l = Location::open(cfg(DbMode::WriteThrough, redis.url()), &std::env::temp_dir(), rt.handle().clone()).unwrap();
+    let l = Location::open(
+        cfg(DbMode::WriteThrough, redis.url()),
+        &std::env::temp_dir(),
+        rt.handle().clone(),
+    )
+    .unwrap();
     let (base, bs) = (now_ms(), now_ms() / 1000);
-    l.add(ALICE, info("sip:a@192.0.2.1", bs + 3600, 1000), base).unwrap();
+    l.add(ALICE, info("sip:a@192.0.2.1", bs + 3600, 1000), base)
+        .unwrap();
 
     redis.kill();
-    assert!(matches!(l.add(BOB, info("sip:b@192.0.2.2", bs + 3600, 1000), base), Err(Error::Store(_))));
+    assert!(matches!(
+        l.add(BOB, info("sip:b@192.0.2.2", bs + 3600, 1000), base),
+        Err(Error::Store(_))
+    ));
     assert!(l.lookup(BOB, base).unwrap().is_empty());
     assert_eq!(l.lookup(ALICE, base).unwrap().len(), 1);
 
     redis.restart();
-    until_ok("an update after the restart", || l.add(BOB, info("sip:b@192.0.2.2", bs + 3600, 1000), base));
+    until_ok("an update after the restart", || {
+        l.add(BOB, info("sip:b@192.0.2.2", bs + 3600, 1000), base)
+    });
     assert_eq!(stored(&rt, &l.backend().unwrap(), BOB).len(), 1);
 }
 
 #[test]
 fn db_only_on_postgres_fails_lookups_while_the_database_is_down_and_recovers() {
-    let Some(pg) = ThrowawayPostgres::start() else { return };
-    let Some(db) = testutil::fresh_postgres_at("127.0.0.1", pg.port) else { return };
+    let Some(pg) = ThrowawayPostgres::start() else {
+        return;
+    };
+    let Some(db) = testutil::fresh_postgres_at("127.0.0.1", pg.port) else {
+        return;
+    };
     let rt = rt();
-    let l = Location::open(cfg(DbMode::DbOnly, db.url.clone()), &std::env::temp_dir(), rt.handle().clone()).unwrap();
+    let l = Location::open(
+        cfg(DbMode::DbOnly, db.url.clone()),
+        &std::env::temp_dir(),
+        rt.handle().clone(),
+    )
+    .unwrap();
     let (base, bs) = (now_ms(), now_ms() / 1000);
-    l.add(ALICE, info("sip:a@192.0.2.1", bs + 3600, 1000), base).unwrap();
+    l.add(ALICE, info("sip:a@192.0.2.1", bs + 3600, 1000), base)
+        .unwrap();
     pg.kill();
     assert!(matches!(l.lookup(ALICE, base), Err(Error::Store(_))));
     pg.restart();

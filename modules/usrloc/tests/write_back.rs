@@ -26,7 +26,11 @@ fn write_back_coalesces_repeated_updates_of_a_binding_into_one_write() {
     assert_eq!(l.flush().unwrap(), 1, "one AOR written for 100 changes");
     let s = l.stats();
     assert_eq!((s.flush_pending, s.flushed_aors), (0, 1));
-    assert_eq!(s.store.unwrap().calls, calls_before + 1, "one store transaction");
+    assert_eq!(
+        s.store.unwrap().calls,
+        calls_before + 1,
+        "one store transaction"
+    );
     let row = rt.block_on(l.backend().unwrap().lookup_aor(ALICE)).unwrap();
     assert_eq!((row.len(), row[0].cseq), (1, 99));
     assert_eq!(l.flush().unwrap(), 0, "nothing left to write");
@@ -36,38 +40,73 @@ fn write_back_coalesces_repeated_updates_of_a_binding_into_one_write() {
 fn write_back_flushes_by_itself_every_flush_interval() {
     let t = Target::sqlite().unwrap();
     let rt = rt();
-    let cfg = UsrlocConfig { flush_interval_ms: 50, ..t.config(DbMode::WriteBack) };
+    let cfg = UsrlocConfig {
+        flush_interval_ms: 50,
+        ..t.config(DbMode::WriteBack)
+    };
     let l = Location::with_backend(cfg.clone(), t.backend(&rt, &cfg), rt.handle().clone()).unwrap();
     let backend = l.backend().unwrap();
-    l.add(ALICE, info("sip:a@192.0.2.1", now_ms() / 1000 + 3600, 1000), now_ms()).unwrap();
-    eventually("the flusher writes the binding", || stored(&rt, &backend, ALICE).len() == 1);
+    l.add(
+        ALICE,
+        info("sip:a@192.0.2.1", now_ms() / 1000 + 3600, 1000),
+        now_ms(),
+    )
+    .unwrap();
+    eventually("the flusher writes the binding", || {
+        stored(&rt, &backend, ALICE).len() == 1
+    });
     assert!(l.unregister(ALICE, now_ms()).unwrap() == 1);
-    eventually("the flusher deletes the binding", || stored(&rt, &backend, ALICE).is_empty());
+    eventually("the flusher deletes the binding", || {
+        stored(&rt, &backend, ALICE).is_empty()
+    });
 }
 
 #[test]
 fn an_overflowing_flush_queue_falls_back_to_a_full_rewrite_that_loses_nothing() {
     let t = Target::sqlite().unwrap();
     let rt = rt();
-    let cfg = UsrlocConfig { flush_queue_max: 5, flush_batch: 3, ..t.config(DbMode::WriteBack) };
+    let cfg = UsrlocConfig {
+        flush_queue_max: 5,
+        flush_batch: 3,
+        ..t.config(DbMode::WriteBack)
+    };
     let base = now_ms();
     let l = Location::with_backend(cfg.clone(), t.backend(&rt, &cfg), rt.handle().clone()).unwrap();
     let backend = l.backend().unwrap();
-    l.add(b"sip:old@example.com", info("sip:old@192.0.2.1", base / 1000 + 3600, 1000), base).unwrap();
+    l.add(
+        b"sip:old@example.com",
+        info("sip:old@192.0.2.1", base / 1000 + 3600, 1000),
+        base,
+    )
+    .unwrap();
     l.flush().unwrap();
     l.unregister(b"sip:old@example.com", base).unwrap();
     for i in 0..20 {
-        l.add(format!("sip:u{i}@example.com").as_bytes(), info("sip:c@192.0.2.1", base / 1000 + 3600, 1000), base)
-            .unwrap();
+        l.add(
+            format!("sip:u{i}@example.com").as_bytes(),
+            info("sip:c@192.0.2.1", base / 1000 + 3600, 1000),
+            base,
+        )
+        .unwrap();
     }
-    assert_eq!(l.stats().flush_pending, 5, "the queue stops growing at flush_queue_max");
+    assert_eq!(
+        l.stats().flush_pending,
+        5,
+        "the queue stops growing at flush_queue_max"
+    );
     l.flush().unwrap();
     let s = l.stats();
     assert_eq!((s.resyncs, s.flush_pending), (1, 0));
     for i in 0..20 {
-        assert_eq!(stored(&rt, &backend, format!("sip:u{i}@example.com").as_bytes()).len(), 1);
+        assert_eq!(
+            stored(&rt, &backend, format!("sip:u{i}@example.com").as_bytes()).len(),
+            1
+        );
     }
-    assert!(stored(&rt, &backend, b"sip:old@example.com").is_empty(), "AORs gone from memory are deleted");
+    assert!(
+        stored(&rt, &backend, b"sip:old@example.com").is_empty(),
+        "AORs gone from memory are deleted"
+    );
 }
 
 #[test]
@@ -77,7 +116,12 @@ fn dropping_a_write_back_location_flushes_what_is_pending() {
     let cfg = t.config(DbMode::WriteBack);
     let backend = t.backend(&rt, &cfg);
     let l = Location::with_backend(cfg.clone(), backend.clone(), rt.handle().clone()).unwrap();
-    l.add(ALICE, info("sip:a@192.0.2.1", now_ms() / 1000 + 3600, 1000), now_ms()).unwrap();
+    l.add(
+        ALICE,
+        info("sip:a@192.0.2.1", now_ms() / 1000 + 3600, 1000),
+        now_ms(),
+    )
+    .unwrap();
     drop(l);
     assert_eq!(stored(&rt, &backend, ALICE).len(), 1);
 }
@@ -86,14 +130,24 @@ fn dropping_a_write_back_location_flushes_what_is_pending() {
 fn the_expiry_timer_sweeps_by_itself_when_configured() {
     let t = Target::sqlite().unwrap();
     let rt = rt();
-    let cfg = UsrlocConfig { timer_interval_s: 1, ..t.config(DbMode::WriteThrough) };
+    let cfg = UsrlocConfig {
+        timer_interval_s: 1,
+        ..t.config(DbMode::WriteThrough)
+    };
     let l = Location::with_backend(cfg.clone(), t.backend(&rt, &cfg), rt.handle().clone()).unwrap();
     let backend = l.backend().unwrap();
     // Expires in one second from now.
-    l.add(ALICE, info("sip:a@192.0.2.1", now_ms() / 1000 + 1, 1000), now_ms()).unwrap();
+    l.add(
+        ALICE,
+        info("sip:a@192.0.2.1", now_ms() / 1000 + 1, 1000),
+        now_ms(),
+    )
+    .unwrap();
     assert_eq!(stored(&rt, &backend, ALICE).len(), 1);
     eventually("the timer expires the binding", || l.stats().expired == 1);
-    eventually("and deletes it from the store", || stored(&rt, &backend, ALICE).is_empty());
+    eventually("and deletes it from the store", || {
+        stored(&rt, &backend, ALICE).is_empty()
+    });
     std::thread::sleep(Duration::from_millis(10));
 }
 
@@ -101,9 +155,17 @@ fn the_expiry_timer_sweeps_by_itself_when_configured() {
 fn open_builds_the_store_from_the_config_url_and_reloads_it() {
     let t = Target::sqlite().unwrap();
     let rt = rt();
-    let cfg = UsrlocConfig { db_url: "sqlite:usrloc.db".into(), ..t.config(DbMode::WriteThrough) };
+    let cfg = UsrlocConfig {
+        db_url: "sqlite:usrloc.db".into(),
+        ..t.config(DbMode::WriteThrough)
+    };
     let l = Location::open(cfg.clone(), &t.dir, rt.handle().clone()).unwrap();
-    l.add(ALICE, info("sip:a@192.0.2.1", now_ms() / 1000 + 3600, 1000), now_ms()).unwrap();
+    l.add(
+        ALICE,
+        info("sip:a@192.0.2.1", now_ms() / 1000 + 3600, 1000),
+        now_ms(),
+    )
+    .unwrap();
     drop(l);
     assert!(t.dir.join("usrloc.db").exists());
     let l = Location::open(cfg, &t.dir, rt.handle().clone()).unwrap();

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use geosip_store::location::open_location;
 use geosip_store::testutil;
-use geosip_usrloc::{Binding, ContactInfo, DbMode, Location, LocationBackend, Received, Transport, UsrlocConfig, Upserted};
+use geosip_usrloc::{
+    Binding, ContactInfo, DbMode, Location, LocationBackend, Received, Transport, Upserted,
+    UsrlocConfig,
+};
 
 pub const ALICE: &[u8] = b"sip:+4930123456@example.com";
 pub const BOB: &[u8] = b"sip:+4930654321@example.com";
@@ -27,7 +30,12 @@ pub struct Target {
 impl Target {
     fn new(url: String, prefix: String, guards: Vec<Box<dyn Any>>) -> Target {
         let dir = std::env::temp_dir().join(format!("geosip-usrloc-{}", testutil::random_name()));
-        Target { url, prefix, dir, _guards: guards }
+        Target {
+            url,
+            prefix,
+            dir,
+            _guards: guards,
+        }
     }
 
     pub fn sqlite() -> Option<Target> {
@@ -38,29 +46,49 @@ impl Target {
 
     pub fn postgres() -> Option<Target> {
         let db = testutil::fresh_postgres()?;
-        Some(Target::new(db.url.clone(), String::new(), vec![Box::new(db)]))
+        Some(Target::new(
+            db.url.clone(),
+            String::new(),
+            vec![Box::new(db)],
+        ))
     }
 
     pub fn mariadb() -> Option<Target> {
         let db = testutil::fresh_mariadb()?;
-        Some(Target::new(db.url.clone(), String::new(), vec![Box::new(db)]))
+        Some(Target::new(
+            db.url.clone(),
+            String::new(),
+            vec![Box::new(db)],
+        ))
     }
 
     pub fn redis() -> Option<Target> {
         let r = testutil::fresh_redis_prefix()?;
-        Some(Target::new(r.url.clone(), r.prefix.clone(), vec![Box::new(r)]))
+        Some(Target::new(
+            r.url.clone(),
+            r.prefix.clone(),
+            vec![Box::new(r)],
+        ))
     }
 
     pub fn redis_cluster() -> Option<Target> {
         let c = testutil::ThrowawayRedisCluster::start()?;
-        Some(Target::new(c.url(), "geosip_test:".into(), vec![Box::new(c)]))
+        Some(Target::new(
+            c.url(),
+            "geosip_test:".into(),
+            vec![Box::new(c)],
+        ))
     }
 
     pub fn config(&self, mode: DbMode) -> UsrlocConfig {
         UsrlocConfig {
             db_mode: mode,
             db_url: self.url.clone(),
-            redis_prefix: if self.prefix.is_empty() { "geosip_test:".into() } else { self.prefix.clone() },
+            redis_prefix: if self.prefix.is_empty() {
+                "geosip_test:".into()
+            } else {
+                self.prefix.clone()
+            },
             timer_interval_s: 0,
             flush_interval_ms: 3_600_000,
             timeout_ms: 5000,
@@ -69,8 +97,13 @@ impl Target {
         }
     }
 
-    pub fn backend(&self, rt: &tokio::runtime::Runtime, cfg: &UsrlocConfig) -> Arc<dyn LocationBackend> {
-        rt.block_on(open_location(&cfg.store_config(&self.dir))).expect("open store")
+    pub fn backend(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        cfg: &UsrlocConfig,
+    ) -> Arc<dyn LocationBackend> {
+        rt.block_on(open_location(&cfg.store_config(&self.dir)))
+            .expect("open store")
     }
 }
 
@@ -81,7 +114,11 @@ impl Drop for Target {
 }
 
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// Now, rounded down to a whole second (unix ms).
@@ -107,7 +144,9 @@ pub fn info(contact: &str, expires: u64, q: u16) -> ContactInfo {
 }
 
 pub fn contacts(v: &[Binding]) -> Vec<String> {
-    v.iter().map(|b| String::from_utf8_lossy(&b.contact).into_owned()).collect()
+    v.iter()
+        .map(|b| String::from_utf8_lossy(&b.contact).into_owned())
+        .collect()
 }
 
 /// Polls `f` until it is true (store effects that happen in the background).
@@ -122,7 +161,11 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
-pub fn stored(rt: &tokio::runtime::Runtime, backend: &Arc<dyn LocationBackend>, aor: &[u8]) -> Vec<String> {
+pub fn stored(
+    rt: &tokio::runtime::Runtime,
+    backend: &Arc<dyn LocationBackend>,
+    aor: &[u8],
+) -> Vec<String> {
     let mut v = contacts(&rt.block_on(backend.lookup_aor(aor)).expect("store lookup"));
     v.sort();
     v
@@ -135,18 +178,33 @@ pub fn scenario(mode: DbMode, t: &Target) {
     let bs = base / 1000;
     let cfg = t.config(mode);
     let open = |now: u64| {
-        Location::with_backend_at(cfg.clone(), t.backend(&rt, &cfg), rt.handle().clone(), now).expect("open location")
+        Location::with_backend_at(cfg.clone(), t.backend(&rt, &cfg), rt.handle().clone(), now)
+            .expect("open location")
     };
     let mut l = open(base);
     let backend = l.backend().expect("backend");
-    let (c1, c2, c3, c4) =
-        ("sip:+4930123456@192.0.2.1:5060;transport=udp", "sip:+4930123456@192.0.2.2:5060", "sip:bob@192.0.2.3", "sip:carol@192.0.2.4");
+    let (c1, c2, c3, c4) = (
+        "sip:+4930123456@192.0.2.1:5060;transport=udp",
+        "sip:+4930123456@192.0.2.2:5060",
+        "sip:bob@192.0.2.3",
+        "sip:carol@192.0.2.4",
+    );
 
     // Save and look up.
-    assert_eq!(l.add(ALICE, info(c1, bs + 3600, 500), base).unwrap(), Upserted::Inserted);
-    assert_eq!(l.add(ALICE, info(c2, bs + 60, 1000), base + 1).unwrap(), Upserted::Inserted);
+    assert_eq!(
+        l.add(ALICE, info(c1, bs + 3600, 500), base).unwrap(),
+        Upserted::Inserted
+    );
+    assert_eq!(
+        l.add(ALICE, info(c2, bs + 60, 1000), base + 1).unwrap(),
+        Upserted::Inserted
+    );
     l.add(BOB, info(c3, bs + 3600, 1000), base).unwrap();
-    assert_eq!(contacts(&l.lookup(ALICE, base + 1000).unwrap()), vec![c2, c1], "q order");
+    assert_eq!(
+        contacts(&l.lookup(ALICE, base + 1000).unwrap()),
+        vec![c2, c1],
+        "q order"
+    );
     assert!(l.registered(BOB, base).unwrap());
 
     // Update.
@@ -163,10 +221,16 @@ pub fn scenario(mode: DbMode, t: &Target) {
     assert_eq!((got[1].cseq, got[1].expires), (2, bs + 7200));
 
     // Delete.
-    assert!(l.unregister_contact(BOB, c3.as_bytes(), base + 3000).unwrap());
+    assert!(
+        l.unregister_contact(BOB, c3.as_bytes(), base + 3000)
+            .unwrap()
+    );
     assert!(l.lookup(BOB, base + 3000).unwrap().is_empty());
     l.flush().unwrap();
-    assert_eq!(stored(&rt, &backend, ALICE), vec![c1.to_string(), c2.to_string()]);
+    assert_eq!(
+        stored(&rt, &backend, ALICE),
+        vec![c1.to_string(), c2.to_string()]
+    );
     assert!(stored(&rt, &backend, BOB).is_empty());
 
     // Expire, with a manual now two minutes later: c2 (60 s) is gone everywhere.
@@ -177,7 +241,9 @@ pub fn scenario(mode: DbMode, t: &Target) {
         assert_eq!(swept, 1);
     }
     l.flush().unwrap();
-    eventually("the expired binding is deleted from the store", || stored(&rt, &backend, ALICE) == vec![c1.to_string()]);
+    eventually("the expired binding is deleted from the store", || {
+        stored(&rt, &backend, ALICE) == vec![c1.to_string()]
+    });
 
     // Carol expires at +200 s, before the restart at +300 s.
     l.add(CAROL, info(c4, bs + 200, 1000), t1).unwrap();
@@ -193,13 +259,19 @@ pub fn scenario(mode: DbMode, t: &Target) {
     assert_eq!((got[0].cseq, got[0].expires, got[0].q), (2, bs + 7200, 500));
     assert_eq!(got[0].user_agent, "Grandstream GXP2170 1.0.11.3");
     assert_eq!(got[0].received, info(c1, 0, 0).received);
-    assert!(l2.lookup(CAROL, t2).unwrap().is_empty(), "expired bindings are not resurrected");
+    assert!(
+        l2.lookup(CAROL, t2).unwrap().is_empty(),
+        "expired bindings are not resurrected"
+    );
     assert!(!l2.registered(BOB, t2).unwrap());
     if mode == DbMode::DbOnly {
         l2.expire(t2);
     } else {
         assert_eq!(l2.stats().contacts, 1);
     }
-    eventually("the expired binding is deleted from the store on restart", || stored(&rt, &backend, CAROL).is_empty());
+    eventually(
+        "the expired binding is deleted from the store on restart",
+        || stored(&rt, &backend, CAROL).is_empty(),
+    );
     drop(l2);
 }
