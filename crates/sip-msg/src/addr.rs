@@ -5,8 +5,10 @@ use std::borrow::Cow;
 use std::fmt;
 
 use crate::params::Params;
+use crate::params::ParamScan;
 use crate::scan::{
-    SplitTop, has_lws, is_lws, is_token, is_token_byte, skip_lws, skip_quoted, trim_lws, unquote,
+    find_byte, find_byte2, find_byte3, has_lws, is_lws, is_token_byte, skip_lws, skip_quoted,
+    trim_lws, unquote,
 };
 use crate::uri::{InvalidUri, Uri};
 
@@ -26,7 +28,8 @@ impl std::error::Error for InvalidNameAddr {}
 ///
 /// Header parameters (after `>` or after the addr-spec) are in [`params`](Self::params):
 /// `tag` for From/To, `q`, `expires`, `+sip.instance`, `reg-id` for Contact (RFC 3261 §20.10,
-/// RFC 5626 §4.2). URI parameters stay inside [`uri`](Self::uri).
+/// RFC 5626 §4.2). URI parameters stay inside [`uri`](Self::uri). Parsed in one pass; the tag
+/// is located while parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NameAddr<'a> {
     raw: &'a [u8],
@@ -34,62 +37,75 @@ pub struct NameAddr<'a> {
     uri: &'a [u8],
     angle: bool,
     params: Params<'a>,
+    tag: Option<&'a [u8]>,
+    params_ok: bool,
 }
 
 impl<'a> NameAddr<'a> {
     /// Parses one value (one element of a comma-separated list).
     pub fn parse(value: &'a [u8]) -> Result<NameAddr<'a>, InvalidNameAddr> {
         let v = trim_lws(value);
+        let (mut a, end) = Self::parse_first(v)?;
+        if end < v.len() {
+            a.params_ok = false;
+            a.raw = v;
+        }
+        Ok(a)
+    }
+
+    /// Parses the first value of a list; returns it and where it stopped (the `,` before the
+    /// next value, or the end).
+    #[inline]
+    pub(crate) fn parse_first(value: &'a [u8]) -> Result<(NameAddr<'a>, usize), InvalidNameAddr> {
+        let skip = skip_lws(value, 0);
+        let v = &value[skip..];
         if v.is_empty() {
             return Err(InvalidNameAddr);
         }
-        let (display, lt) = if v[0] == b'"' {
+        let (display, uri, angle, params_from) = if v[0] == b'"' {
             let end = skip_quoted(v, 0).ok_or(InvalidNameAddr)?;
             let lt = skip_lws(v, end);
             if v.get(lt) != Some(&b'<') {
                 return Err(InvalidNameAddr);
             }
-            (Some(&v[..end]), Some(lt))
+            let gt = find_byte(&v[lt + 1..], b'>').ok_or(InvalidNameAddr)? + lt + 1;
+            (Some(&v[..end]), &v[lt + 1..gt], true, gt + 1)
         } else {
-            // name-addr when a '<' comes before any ';' (addr-spec parameters could quote one).
-            match memchr::memchr2(b'<', b';', v) {
-                Some(i) if v[i] == b'<' => {
-                    let d = trim_lws(&v[..i]);
-                    ((!d.is_empty()).then_some(d), Some(i))
+            // name-addr when a '<' comes before any ';' or ',' (addr-spec parameters could
+            // quote one).
+            match find_byte3(v, b'<', b';', b',') {
+                Some(lt) if v[lt] == b'<' => {
+                    let gt = find_byte(&v[lt + 1..], b'>').ok_or(InvalidNameAddr)? + lt + 1;
+                    let d = trim_lws(&v[..lt]);
+                    ((!d.is_empty()).then_some(d), &v[lt + 1..gt], true, gt + 1)
                 }
-                _ => (None, None),
+                Some(semi) => (None, trim_lws(&v[..semi]), false, semi),
+                None => (None, trim_lws(v), false, v.len()),
             }
         };
-        match lt {
-            Some(lt) => {
-                let gt = memchr::memchr(b'>', &v[lt + 1..]).ok_or(InvalidNameAddr)? + lt + 1;
-                let uri = &v[lt + 1..gt];
-                if uri.is_empty() {
-                    return Err(InvalidNameAddr);
-                }
-                Ok(NameAddr {
-                    raw: v,
-                    display,
-                    uri,
-                    angle: true,
-                    params: Params::new(trim_lws(&v[gt + 1..])),
-                })
-            }
-            None => {
-                let semi = memchr::memchr(b';', v).unwrap_or(v.len());
-                let uri = trim_lws(&v[..semi]);
-                if uri.is_empty() {
-                    return Err(InvalidNameAddr);
-                }
-                Ok(NameAddr {
-                    raw: v,
-                    display: None,
-                    uri,
-                    angle: false,
-                    params: Params::new(&v[semi..]),
-                })
+        if uri.is_empty() {
+            return Err(InvalidNameAddr);
+        }
+        let mut tag = None;
+        let mut scan = ParamScan::after(v, params_from, false);
+        for p in scan.by_ref() {
+            if tag.is_none() && p.name.len() == 3 && p.name.eq_ignore_ascii_case(b"tag") {
+                tag = Some(p.value.unwrap_or(b""));
             }
         }
+        let end = scan.pos;
+        Ok((
+            NameAddr {
+                raw: trim_lws(&v[..end]),
+                display,
+                uri,
+                angle,
+                params: Params::new(trim_lws(&v[params_from.min(end)..end])),
+                tag,
+                params_ok: scan.ok,
+            },
+            skip + end,
+        ))
     }
 
     /// The whole value, trimmed.
@@ -130,7 +146,7 @@ impl<'a> NameAddr<'a> {
     /// `tag` parameter of From/To (RFC 3261 §19.3).
     #[inline]
     pub fn tag(&self) -> Option<&'a [u8]> {
-        self.params.value(b"tag")
+        self.tag.filter(|t| !t.is_empty())
     }
 
     /// Contact `q` parameter, raw (`0.5`).
@@ -163,32 +179,31 @@ impl<'a> NameAddr<'a> {
     /// no LWS inside `<>`, a valid URI, an addr-spec without `?` or `,`, and well-formed
     /// generic parameters.
     pub fn is_valid(&self) -> bool {
+        if !self.params_ok {
+            return false;
+        }
         if let Some(d) = self.display
             && d.first() != Some(&b'"')
-            && !d
-                .split(|&b| is_lws(b))
-                .filter(|w| !w.is_empty())
-                .all(is_token)
+            && !d.iter().all(|&b| is_token_byte(b) || is_lws(b))
         {
             return false;
         }
         if has_lws(self.uri) {
             return false;
         }
-        if !self.angle && memchr::memchr2(b'?', b',', self.uri).is_some() {
+        if !self.angle && find_byte2(self.uri, b'?', b',').is_some() {
             return false;
         }
         match Uri::parse(self.uri) {
-            Ok(u) if u.is_valid() => {}
-            _ => return false,
+            Ok(u) => u.is_valid(),
+            Err(_) => false,
         }
-        generic_params_valid(self.params.raw())
     }
 }
 
 /// Parses a `qvalue` (`0`, `0.5`, `1.000`) into thousandths.
 fn parse_qvalue(v: &[u8]) -> Option<u16> {
-    let (int, frac) = match memchr::memchr(b'.', v) {
+    let (int, frac) = match crate::scan::find_byte_at(b'.', v) {
         Some(d) => (&v[..d], &v[d + 1..]),
         None => (v, &b""[..]),
     };
@@ -203,46 +218,6 @@ fn parse_qvalue(v: &[u8]) -> Option<u16> {
         b"0" => Some(f),
         b"1" if f == 0 => Some(1000),
         _ => None,
-    }
-}
-
-/// Checks `*( SEMI generic-param )` with `generic-param = token [ EQUAL gen-value ]` and
-/// `gen-value = token / host / quoted-string` (RFC 3261 §25.1). Empty parameters (`;;`) are
-/// invalid (RFC 4475 §3.1.2.1).
-pub(crate) fn generic_params_valid(raw: &[u8]) -> bool {
-    let raw = trim_lws(raw);
-    if raw.is_empty() {
-        return true;
-    }
-    let Some(rest) = raw.strip_prefix(b";") else {
-        return false;
-    };
-    for item in SplitTop::new(rest, b';') {
-        let (name, value) = match memchr::memchr(b'=', item) {
-            Some(eq) => (trim_lws(&item[..eq]), Some(trim_lws(&item[eq + 1..]))),
-            None => (item, None),
-        };
-        if !is_token(name) {
-            return false;
-        }
-        if let Some(v) = value
-            && !gen_value_valid(v)
-        {
-            return false;
-        }
-    }
-    true
-}
-
-/// `gen-value = token / host / quoted-string`.
-pub(crate) fn gen_value_valid(v: &[u8]) -> bool {
-    match v.first() {
-        None => false,
-        Some(b'"') => skip_quoted(v, 0) == Some(v.len()),
-        Some(b'[') => {
-            v.last() == Some(&b']') && crate::uri::parse_ipv6(&v[1..v.len() - 1]).is_some()
-        }
-        Some(_) => v.iter().all(|&b| is_token_byte(b)),
     }
 }
 

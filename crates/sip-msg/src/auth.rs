@@ -71,7 +71,7 @@ impl<'a> AuthValue<'a> {
     pub fn params(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
         SplitTop::new(self.params, b',')
             .filter(|p| !p.is_empty())
-            .map(|p| match memchr::memchr(b'=', p) {
+            .map(|p| match crate::scan::find_byte_at(b'=', p) {
                 Some(eq) => (trim_lws(&p[..eq]), strip_quotes(trim_lws(&p[eq + 1..]))),
                 None => (p, &b""[..]),
             })
@@ -171,7 +171,7 @@ impl<'a> AuthValue<'a> {
             return true;
         }
         for p in SplitTop::new(self.params, b',') {
-            let Some(eq) = memchr::memchr(b'=', p) else {
+            let Some(eq) = crate::scan::find_byte_at(b'=', p) else {
                 // Some schemes carry a bare token68; accept a single token.
                 if is_token(p) {
                     continue;

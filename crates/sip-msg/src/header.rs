@@ -91,6 +91,9 @@ pub enum HeaderName {
 }
 
 impl HeaderName {
+    /// Number of variants (for tables indexed by `name as usize`).
+    pub(crate) const COUNT: usize = HeaderName::Other as usize + 1;
+
     /// Canonical (long) name as written by this crate.
     pub const fn as_str(self) -> &'static str {
         use HeaderName::*;
@@ -223,13 +226,18 @@ impl HeaderName {
     /// Classifies a raw field name (case-insensitive, compact forms included).
     #[inline]
     pub fn from_bytes(name: &[u8]) -> HeaderName {
+        if name.is_empty() || name.len() > 24 {
+            return HeaderName::Other;
+        }
+        Self::classify(name.len(), name_key(name, 0, name.len()))
+    }
+
+    /// Classifies a name from its length and [`name_key`].
+    #[inline]
+    pub(crate) fn classify(len: usize, key: [u64; 3]) -> HeaderName {
         use HeaderName::*;
-        let Some(&first) = name.first() else {
-            return Other;
-        };
-        let f = first | 0x20;
-        if name.len() == 1 {
-            return match f {
+        if len == 1 {
+            return match key[0] as u8 {
                 b'v' => Via,
                 b'i' => CallId,
                 b'm' => Contact,
@@ -249,55 +257,132 @@ impl HeaderName {
                 _ => Other,
             };
         }
-        // Dispatch on length, then on the first letter; one case-insensitive compare confirms.
-        for &cand in Self::candidates(name.len()) {
-            let canon = cand.as_str().as_bytes();
-            if canon.first().map(|c| c | 0x20) == Some(f) && name.eq_ignore_ascii_case(canon) {
-                return cand;
+        // Dispatch on length, then compare the case-folded name 8 bytes at a time.
+        for &(h, k) in Self::candidates(len) {
+            if k == key {
+                return h;
             }
         }
         Other
     }
 
-    /// Known names of a given length, most frequent first.
+    /// Known names of a given length with their folded keys, most frequent first.
     #[inline]
-    fn candidates(len: usize) -> &'static [HeaderName] {
-        use HeaderName::*;
+    fn candidates(len: usize) -> &'static [(HeaderName, [u64; 3])] {
+        macro_rules! table {
+            ($($h:ident),*) => {{
+                const T: &[(HeaderName, [u64; 3])] =
+                    &[$((HeaderName::$h, const_key(HeaderName::$h.as_str().as_bytes()))),*];
+                T
+            }};
+        }
         match len {
-            2 => &[To],
-            3 => &[Via],
-            4 => &[From, CSeq, Path, Date, RAck, RSeq],
-            5 => &[Route, Allow, Event],
-            6 => &[Accept, Server, Reason, MinSe],
-            7 => &[CallId, Contact, Expires, Require, Subject, Warning, Privacy],
-            8 => &[Priority, ReplyTo, ReferTo, SipETag, Identity],
-            9 => &[Supported, CallInfo, Timestamp],
-            10 => &[UserAgent, AlertInfo, ErrorInfo],
-            11 => &[Unsupported, MinExpires, RetryAfter, InReplyTo, ReferredBy],
-            12 => &[
+            2 => table!(To),
+            3 => table!(Via),
+            4 => table!(From, CSeq, Path, Date, RAck, RSeq),
+            5 => table!(Route, Allow, Event),
+            6 => table!(Accept, Server, Reason, MinSe),
+            7 => table!(CallId, Contact, Expires, Require, Subject, Warning, Privacy),
+            8 => table!(Priority, ReplyTo, ReferTo, SipETag, Identity),
+            9 => table!(Supported, CallInfo, Timestamp),
+            10 => table!(UserAgent, AlertInfo, ErrorInfo),
+            11 => table!(Unsupported, MinExpires, RetryAfter, InReplyTo, ReferredBy),
+            12 => table!(
                 MaxForwards,
                 ContentType,
                 RecordRoute,
                 AllowEvents,
                 MimeVersion,
                 Organization,
-                SipIfMatch,
-            ],
-            13 => &[Authorization, ProxyRequire, ServiceRoute],
-            14 => &[ContentLength],
-            15 => &[AcceptEncoding, AcceptLanguage, SessionExpires],
-            16 => &[ContentEncoding, WwwAuthenticate, ContentLanguage],
-            18 => &[ProxyAuthenticate, SubscriptionState],
-            19 => &[
+                SipIfMatch
+            ),
+            13 => table!(Authorization, ProxyRequire, ServiceRoute),
+            14 => table!(ContentLength),
+            15 => table!(AcceptEncoding, AcceptLanguage, SessionExpires),
+            16 => table!(ContentEncoding, WwwAuthenticate, ContentLanguage),
+            18 => table!(ProxyAuthenticate, SubscriptionState),
+            19 => table!(
                 ProxyAuthorization,
                 PAssertedIdentity,
                 ContentDisposition,
-                AuthenticationInfo,
-            ],
-            20 => &[PPreferredIdentity],
+                AuthenticationInfo
+            ),
+            20 => table!(PPreferredIdentity),
             _ => &[],
         }
     }
+}
+
+/// Byte mask keeping the low `len` bytes of a word (`len` in 1..=8).
+#[inline(always)]
+const fn low_bytes(len: usize) -> u64 {
+    if len >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (len * 8)) - 1
+    }
+}
+
+/// ASCII case folding of a name word: setting bit 5 lower-cases letters. Among `token`
+/// characters only letters are changed onto letters (`_` becomes DEL), so two token names fold
+/// equal exactly when they are equal ignoring ASCII case.
+#[inline(always)]
+const fn fold(w: u64, len: usize) -> u64 {
+    (w | 0x2020_2020_2020_2020) & low_bytes(len)
+}
+
+const fn const_key(name: &[u8]) -> [u64; 3] {
+    let mut k = [0u64; 3];
+    let mut i = 0;
+    while i < name.len() && i < 24 {
+        k[i / 8] |= (name[i] as u64) << ((i % 8) * 8);
+        i += 1;
+    }
+    let mut j = 0;
+    while j < 3 {
+        let start = j * 8;
+        if start < name.len() {
+            let len = if name.len() - start > 8 { 8 } else { name.len() - start };
+            k[j] = fold(k[j], len);
+        }
+        j += 1;
+    }
+    k
+}
+
+/// Folded key of the `len`-byte name starting at `start` of `buf` (`len` <= 24). Loads whole
+/// words straight from the message when the bytes after the name are there (they always are
+/// for a header line, which goes on with `:` and the value).
+#[inline(always)]
+pub(crate) fn name_key(buf: &[u8], start: usize, len: usize) -> [u64; 3] {
+    let mut k = [0u64; 3];
+    let mut j = 0;
+    while j < 3 && j * 8 < len {
+        let off = start + j * 8;
+        let n = (len - j * 8).min(8);
+        let w = if off + 8 <= buf.len() {
+            crate::scan::load8(buf, off)
+        } else {
+            let mut a = [0u8; 8];
+            for (d, s) in a.iter_mut().zip(buf.get(off..off + n).unwrap_or(&[])) {
+                *d = *s;
+            }
+            u64::from_le_bytes(a)
+        };
+        // A CR folds onto '-': make such a name match nothing.
+        if has_cr(w & low_bytes(n)) {
+            return [u64::MAX; 3];
+        }
+        k[j] = fold(w, n);
+        j += 1;
+    }
+    k
+}
+
+#[inline(always)]
+fn has_cr(w: u64) -> bool {
+    let x = w ^ 0x0d0d_0d0d_0d0d_0d0d;
+    x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080 != 0
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
 //! `;name=value` parameter lists: header parameters (RFC 3261 §7.3.1 `generic-param`) and URI
 //! parameters (§19.1.1 `uri-parameters`).
+//!
+//! One single-pass scanner ([`ParamScan`]) serves both: it walks the list once, yields each
+//! parameter, notes where the list stops (end, or a `,` that starts the next list value) and
+//! whether everything it saw was well formed, so the typed parsers get validation for free.
 
-use crate::scan::{SplitTop, trim_lws, unquote};
+use crate::scan::{is_lws, is_param_byte, is_token_byte, skip_lws, skip_quoted, unquote};
 use std::borrow::Cow;
 
 /// A borrowed, unparsed parameter list such as `;branch=z9hG4bK776;rport` (the leading `;` is
@@ -10,6 +14,7 @@ use std::borrow::Cow;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Params<'a> {
     raw: &'a [u8],
+    uri: bool,
 }
 
 /// One parameter: its name and, unless it is a flag (`;lr`), its raw value (quotes kept).
@@ -26,26 +31,17 @@ impl<'a> Param<'a> {
     pub fn value_unquoted(&self) -> Option<Cow<'a, [u8]>> {
         self.value.map(unquote)
     }
-
-    #[inline]
-    fn parse(item: &'a [u8]) -> Param<'a> {
-        match memchr::memchr(b'=', item) {
-            Some(eq) => Param {
-                name: trim_lws(&item[..eq]),
-                value: Some(trim_lws(&item[eq + 1..])),
-            },
-            None => Param {
-                name: item,
-                value: None,
-            },
-        }
-    }
 }
 
 impl<'a> Params<'a> {
-    /// Wraps raw parameter text (with or without the leading `;`).
+    /// Wraps raw header-parameter text (with or without the leading `;`).
     pub const fn new(raw: &'a [u8]) -> Self {
-        Params { raw }
+        Params { raw, uri: false }
+    }
+
+    /// Wraps raw URI-parameter text (no LWS, no quoting, `paramchar` values).
+    pub const fn new_uri(raw: &'a [u8]) -> Self {
+        Params { raw, uri: true }
     }
 
     /// The raw text, exactly as received.
@@ -59,20 +55,16 @@ impl<'a> Params<'a> {
     }
 
     /// Iterates the parameters in order.
+    #[inline]
     pub fn iter(&self) -> ParamIter<'a> {
-        let raw = match self.raw.first() {
-            Some(b';') => &self.raw[1..],
-            _ => self.raw,
-        };
         ParamIter {
-            inner: SplitTop::new(raw, b';'),
+            scan: ParamScan::new(self.raw, 0, self.uri),
         }
     }
 
     /// First parameter named `name` (case-insensitive).
     #[inline]
     pub fn get(&self, name: &[u8]) -> Option<Param<'a>> {
-        // Cheap pre-filter: most lists do not contain the name at all.
         self.iter().find(|p| p.name.eq_ignore_ascii_case(name))
     }
 
@@ -87,6 +79,14 @@ impl<'a> Params<'a> {
     pub fn contains(&self, name: &[u8]) -> bool {
         self.get(name).is_some()
     }
+
+    /// True when the whole list is well formed: no empty parameter, `token` names and
+    /// `token / host / quoted-string` values (URI lists: `paramchar`s), nothing left over.
+    pub fn is_valid(&self) -> bool {
+        let mut scan = ParamScan::new(self.raw, 0, self.uri);
+        for _ in scan.by_ref() {}
+        scan.ok && scan.pos >= self.raw.len()
+    }
 }
 
 impl<'a> IntoIterator for Params<'a> {
@@ -100,18 +100,151 @@ impl<'a> IntoIterator for Params<'a> {
 /// Iterator over [`Params`].
 #[derive(Clone, Debug)]
 pub struct ParamIter<'a> {
-    inner: SplitTop<'a>,
+    scan: ParamScan<'a>,
 }
 
 impl<'a> Iterator for ParamIter<'a> {
     type Item = Param<'a>;
     #[inline]
     fn next(&mut self) -> Option<Param<'a>> {
+        self.scan.next()
+    }
+}
+
+/// Single-pass scanner of `*( SEMI param )`, stopping at the end, at a top-level `,`, or at
+/// the first malformed byte (then `ok` is false).
+#[derive(Clone, Debug)]
+pub(crate) struct ParamScan<'a> {
+    s: &'a [u8],
+    /// Where scanning stands; after exhaustion, where the list stopped.
+    pub(crate) pos: usize,
+    /// False once something malformed was seen (empty parameter, bad byte, open quote).
+    pub(crate) ok: bool,
+    uri: bool,
+    first: bool,
+    done: bool,
+}
+
+impl<'a> ParamScan<'a> {
+    #[inline]
+    pub(crate) fn new(s: &'a [u8], pos: usize, uri: bool) -> Self {
+        ParamScan {
+            s,
+            pos,
+            ok: true,
+            uri,
+            first: true,
+            done: false,
+        }
+    }
+
+    /// A scanner whose first parameter must be introduced by `;` too.
+    #[inline]
+    pub(crate) fn after(s: &'a [u8], pos: usize, uri: bool) -> Self {
+        let mut p = Self::new(s, pos, uri);
+        p.first = false;
+        p
+    }
+
+    #[inline]
+    fn skip_ws(&self, i: usize) -> usize {
+        if self.uri { i } else { skip_lws(self.s, i) }
+    }
+
+    #[inline]
+    fn stop(&mut self, at: usize, ok: bool) -> Option<Param<'a>> {
+        self.pos = at;
+        self.ok &= ok;
+        self.done = true;
+        None
+    }
+}
+
+impl<'a> Iterator for ParamScan<'a> {
+    type Item = Param<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Param<'a>> {
+        if self.done {
+            return None;
+        }
+        let s = self.s;
         loop {
-            let item = self.inner.next()?;
-            if !item.is_empty() {
-                return Some(Param::parse(item));
+            let mut i = self.skip_ws(self.pos);
+            match s.get(i) {
+                None => return self.stop(s.len(), true),
+                Some(b',') if !self.uri => return self.stop(i, true),
+                Some(b';') => i = self.skip_ws(i + 1),
+                Some(_) if self.first => {}
+                Some(_) => return self.stop(i, false),
             }
+            self.first = false;
+            let ns = i;
+            if self.uri {
+                while i < s.len() && is_param_byte(s[i]) {
+                    i += 1;
+                }
+            } else {
+                while i < s.len() && is_token_byte(s[i]) {
+                    i += 1;
+                }
+            }
+            let name = &s[ns..i];
+            if name.is_empty() {
+                // ";;" or a stray byte where a name should be.
+                self.ok = false;
+                match s.get(i) {
+                    Some(b';') => {
+                        self.pos = i;
+                        continue;
+                    }
+                    Some(b',') if !self.uri => return self.stop(i, false),
+                    None => return self.stop(i, false),
+                    Some(_) => return self.stop(i, false),
+                }
+            }
+            let k = self.skip_ws(i);
+            if s.get(k) != Some(&b'=') {
+                self.pos = i;
+                return Some(Param { name, value: None });
+            }
+            let vs = self.skip_ws(k + 1);
+            let ve = if !self.uri && s.get(vs) == Some(&b'"') {
+                match skip_quoted(s, vs) {
+                    Some(e) => e,
+                    None => return self.stop(s.len(), false),
+                }
+            } else {
+                let mut e = vs;
+                if self.uri {
+                    while e < s.len() && is_param_byte(s[e]) {
+                        e += 1;
+                    }
+                } else {
+                    // gen-value = token / host / quoted-string; host adds ':' '[' ']'.
+                    while e < s.len() && (is_token_byte(s[e]) || matches!(s[e], b':' | b'[' | b']'))
+                    {
+                        e += 1;
+                    }
+                }
+                e
+            };
+            if ve == vs {
+                self.ok = false;
+            }
+            self.pos = ve;
+            // What follows must be a separator (checked on the next call) or LWS.
+            if let Some(&c) = s.get(ve)
+                && !matches!(c, b';' | b',')
+                && !(!self.uri && is_lws(c))
+            {
+                self.ok = false;
+                self.done = true;
+            }
+            return Some(Param {
+                name,
+                value: Some(&s[vs..ve]),
+            });
         }
     }
 }
@@ -132,19 +265,47 @@ mod tests {
             Some(&b"a;b"[..])
         );
         assert_eq!(p.iter().count(), 3);
+        assert!(p.is_valid());
     }
 
     #[test]
-    fn empty_items_are_skipped() {
+    fn empty_items_are_skipped_but_make_the_list_invalid() {
         let p = Params::new(b";;;a;;");
         assert_eq!(p.iter().count(), 1);
+        assert!(!p.is_valid());
         assert!(Params::new(b";;").is_empty());
         assert!(Params::new(b"").is_empty());
+        assert!(Params::new(b"").is_valid());
     }
 
     #[test]
     fn folded_parameter_values_are_trimmed() {
         let p = Params::new(b"; branch=\r\n z9hG4bK30239");
         assert_eq!(p.value(b"branch"), Some(&b"z9hG4bK30239"[..]));
+    }
+
+    #[test]
+    fn scanning_stops_at_a_comma_outside_quotes() {
+        let mut s = ParamScan::new(b";a=\"x,y\";b , next", 0, false);
+        assert_eq!(s.by_ref().count(), 2);
+        assert!(s.ok);
+        assert_eq!(s.pos, 11);
+    }
+
+    #[test]
+    fn bad_bytes_and_open_quotes_make_the_list_invalid() {
+        assert!(!Params::new(b";a=b/c").is_valid());
+        assert!(!Params::new(b";a=\"open").is_valid());
+        assert!(!Params::new(b";a=").is_valid());
+        assert!(Params::new(b";received=[2001:db8::1]").is_valid());
+    }
+
+    #[test]
+    fn uri_params_allow_paramchars_and_no_lws() {
+        let p = Params::new_uri(b";n%61me=v%61lue%25%34%31;x=a/b:c;lr");
+        assert_eq!(p.value(b"x"), Some(&b"a/b:c"[..]));
+        assert!(p.contains(b"lr"));
+        assert!(p.is_valid());
+        assert!(!Params::new_uri(b"; lr").is_valid());
     }
 }

@@ -133,6 +133,145 @@ pub(crate) fn is_host_byte(b: u8) -> bool {
     class(b) & HOST != 0
 }
 
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Bit 7 of each byte of the result is set where `w` has byte `pat` (`pat` is the byte
+/// repeated 8 times). The lowest set bit is exact; higher ones may be false positives.
+#[inline(always)]
+fn has_byte(w: u64, pat: u64) -> u64 {
+    let x = w ^ pat;
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// Little-endian load of 8 bytes at `i` (caller guarantees `i + 8 <= s.len()`).
+#[inline(always)]
+pub(crate) fn load8(s: &[u8], i: usize) -> u64 {
+    let mut a = [0u8; 8];
+    if let Some(src) = s.get(i..i + 8) {
+        a.copy_from_slice(src);
+    }
+    u64::from_le_bytes(a)
+}
+
+/// Haystacks at least this long go to `memchr`'s vectorised search; shorter ones use a SWAR
+/// loop without call and dispatch overhead (most SIP tokens and lines are short).
+const MEMCHR_MIN: usize = 96;
+
+/// Position of the first `c` in `s` (SWAR for short haystacks, `memchr` for long ones).
+#[inline]
+pub(crate) fn find_byte(s: &[u8], c: u8) -> Option<usize> {
+    if s.len() >= MEMCHR_MIN {
+        return memchr::memchr(c, s);
+    }
+    let pat = LO.wrapping_mul(u64::from(c));
+    let mut i = 0;
+    while i + 8 <= s.len() {
+        let t = has_byte(load8(s, i), pat);
+        if t != 0 {
+            return Some(i + (t.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    while i < s.len() {
+        if s[i] == c {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Position of the first `a` or `b` in `s`.
+#[inline]
+pub(crate) fn find_byte2(s: &[u8], a: u8, b: u8) -> Option<usize> {
+    if s.len() >= MEMCHR_MIN {
+        return memchr::memchr2(a, b, s);
+    }
+    let (pa, pb) = (LO.wrapping_mul(u64::from(a)), LO.wrapping_mul(u64::from(b)));
+    let mut i = 0;
+    while i + 8 <= s.len() {
+        let w = load8(s, i);
+        let t = has_byte(w, pa) | has_byte(w, pb);
+        if t != 0 {
+            return Some(i + (t.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    while i < s.len() {
+        if s[i] == a || s[i] == b {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Position of the first `a`, `b` or `c` in `s`.
+#[inline]
+pub(crate) fn find_byte3(s: &[u8], a: u8, b: u8, c: u8) -> Option<usize> {
+    if s.len() >= MEMCHR_MIN {
+        return memchr::memchr3(a, b, c, s);
+    }
+    let (pa, pb, pc) = (
+        LO.wrapping_mul(u64::from(a)),
+        LO.wrapping_mul(u64::from(b)),
+        LO.wrapping_mul(u64::from(c)),
+    );
+    let mut i = 0;
+    while i + 8 <= s.len() {
+        let w = load8(s, i);
+        let t = has_byte(w, pa) | has_byte(w, pb) | has_byte(w, pc);
+        if t != 0 {
+            return Some(i + (t.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    while i < s.len() {
+        let x = s[i];
+        if x == a || x == b || x == c {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Index of the first `\n` at or after `from` in `s`, or `s.len()`. SWAR over the first
+/// 256 bytes (header lines are short), `memchr` beyond.
+#[inline]
+pub(crate) fn find_nl(s: &[u8], from: usize) -> usize {
+    const PAT: u64 = LO.wrapping_mul(b'\n' as u64);
+    let mut i = from;
+    let stop = s.len().min(from.saturating_add(256));
+    while i + 8 <= stop {
+        let t = has_byte(load8(s, i), PAT);
+        if t != 0 {
+            return i + (t.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    if stop == s.len() {
+        while i < s.len() {
+            if s[i] == b'\n' {
+                return i;
+            }
+            i += 1;
+        }
+        return s.len();
+    }
+    match s.get(i..).and_then(|r| memchr::memchr(b'\n', r)) {
+        Some(off) => i + off,
+        None => s.len(),
+    }
+}
+
+/// [`find_byte`] with memchr's argument order.
+#[inline]
+pub(crate) fn find_byte_at(c: u8, s: &[u8]) -> Option<usize> {
+    find_byte(s, c)
+}
+
 /// True when `s` is a non-empty RFC 3261 `token`.
 #[inline]
 pub fn is_token(s: &[u8]) -> bool {
@@ -180,7 +319,7 @@ pub(crate) fn has_lws(s: &[u8]) -> bool {
 pub(crate) fn skip_quoted(s: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     while i < s.len() {
-        match memchr::memchr2(b'"', b'\\', &s[i..]) {
+        match find_byte2(&s[i..], b'"', b'\\') {
             None => return None,
             Some(off) => {
                 let j = i + off;
@@ -202,7 +341,7 @@ pub(crate) fn skip_quoted(s: &[u8], start: usize) -> Option<usize> {
 pub(crate) fn find_top_level(s: &[u8], sep: u8) -> Result<Option<usize>, ()> {
     let mut i = 0;
     while i < s.len() {
-        let Some(off) = memchr::memchr3(sep, b'"', b'<', &s[i..]) else {
+        let Some(off) = find_byte3(&s[i..], sep, b'"', b'<') else {
             return Ok(None);
         };
         let j = i + off;
@@ -213,7 +352,7 @@ pub(crate) fn find_top_level(s: &[u8], sep: u8) -> Result<Option<usize>, ()> {
             i = skip_quoted(s, j).ok_or(())?;
         } else {
             // '<': skip to the matching '>' (URIs cannot nest angle brackets).
-            match memchr::memchr(b'>', &s[j + 1..]) {
+            match find_byte(&s[j + 1..], b'>') {
                 Some(e) => i = j + 1 + e + 1,
                 None => return Err(()),
             }
@@ -317,7 +456,7 @@ pub fn unquote(s: &[u8]) -> Cow<'_, [u8]> {
         return Cow::Borrowed(s);
     }
     let inner = &s[1..s.len() - 1];
-    if memchr::memchr(b'\\', inner).is_none() {
+    if find_byte(inner, b'\\').is_none() {
         return Cow::Borrowed(inner);
     }
     let mut out = Vec::with_capacity(inner.len());
@@ -337,7 +476,7 @@ pub fn unquote(s: &[u8]) -> Cow<'_, [u8]> {
 /// Decodes `%HH` escapes (RFC 3261 §25.1 `escaped`). Invalid escapes (e.g. `%ZK`) are kept
 /// as they are. Borrows when there is nothing to decode. The result may contain NUL bytes.
 pub fn percent_decode(s: &[u8]) -> Cow<'_, [u8]> {
-    let Some(first) = memchr::memchr(b'%', s) else {
+    let Some(first) = find_byte(s, b'%') else {
         return Cow::Borrowed(s);
     };
     let mut out = Vec::with_capacity(s.len());
@@ -373,7 +512,7 @@ pub(crate) fn hex_val(b: u8) -> Option<u8> {
 #[inline]
 pub(crate) fn escapes_valid(s: &[u8]) -> bool {
     let mut i = 0;
-    while let Some(off) = memchr::memchr(b'%', &s[i..]) {
+    while let Some(off) = find_byte(&s[i..], b'%') {
         let j = i + off;
         match (s.get(j + 1), s.get(j + 2)) {
             (Some(&h), Some(&l)) if hex_val(h).is_some() && hex_val(l).is_some() => i = j + 3,
@@ -462,6 +601,22 @@ mod tests {
         assert!(escapes_valid(b"a%20b"));
         assert!(!escapes_valid(b"a%2"));
         assert!(!escapes_valid(b"%ZK"));
+    }
+
+    #[test]
+    fn swar_searches_agree_with_a_plain_scan() {
+        let hay: Vec<u8> = (0..300u32).map(|i| (i * 7 % 251) as u8).collect();
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 95, 96, 97, 300] {
+            let s = &hay[..len];
+            for c in [0u8, 7, 14, 200, 250, 255] {
+                let want = s.iter().position(|&b| b == c);
+                assert_eq!(find_byte(s, c), want);
+                let want2 = s.iter().position(|&b| b == c || b == 14);
+                assert_eq!(find_byte2(s, c, 14), want2);
+                let want3 = s.iter().position(|&b| b == c || b == 14 || b == 21);
+                assert_eq!(find_byte3(s, c, 14, 21), want3);
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::params::Params;
 use crate::scan::{
-    escapes_valid, is_hnv_byte, is_host_byte, is_param_byte, is_password_byte, is_user_byte,
+    escapes_valid, is_hnv_byte, is_host_byte, is_password_byte, is_user_byte,
     percent_decode,
 };
 
@@ -187,7 +187,7 @@ impl<'a> Uri<'a> {
     /// This is the lenient structural parse used by the accessors; [`is_valid`](Self::is_valid)
     /// adds the character-class checks of RFC 3261 §25.1.
     pub fn parse(raw: &'a [u8]) -> Result<Uri<'a>, InvalidUri> {
-        let colon = memchr::memchr(b':', raw).ok_or(InvalidUri)?;
+        let colon = crate::scan::find_byte_at(b':', raw).ok_or(InvalidUri)?;
         let scheme_raw = &raw[..colon];
         let valid_scheme = scheme_raw.first().is_some_and(|b| b.is_ascii_alphabetic())
             && scheme_raw
@@ -223,7 +223,7 @@ impl<'a> Uri<'a> {
         match scheme {
             Scheme::Sip | Scheme::Sips => uri.parse_sip(rest)?,
             Scheme::Tel => {
-                let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
+                let end = crate::scan::find_byte_at(b';', rest).unwrap_or(rest.len());
                 if end == 0 {
                     return Err(InvalidUri);
                 }
@@ -242,10 +242,10 @@ impl<'a> Uri<'a> {
     fn parse_sip(&mut self, rest: &'a [u8]) -> Result<(), InvalidUri> {
         // '@' may appear only in userinfo (not in host, uri-parameters or hvalue), so the first
         // one ends the userinfo even when the user part holds ';' or '?' (RFC 4475 §3.1.1.9).
-        let hostport_start = match memchr::memchr(b'@', rest) {
+        let hostport_start = match crate::scan::find_byte_at(b'@', rest) {
             Some(at) => {
                 let userinfo = &rest[..at];
-                match memchr::memchr(b':', userinfo) {
+                match crate::scan::find_byte_at(b':', userinfo) {
                     Some(c) => {
                         self.user = Some(&userinfo[..c]);
                         self.password = Some(&userinfo[c + 1..]);
@@ -258,7 +258,7 @@ impl<'a> Uri<'a> {
         };
         let hp = &rest[hostport_start..];
         let (host_end, after_host) = if hp.first() == Some(&b'[') {
-            let close = memchr::memchr(b']', hp).ok_or(InvalidUri)?;
+            let close = crate::scan::find_byte_at(b']', hp).ok_or(InvalidUri)?;
             (close + 1, close + 1)
         } else {
             let e = hp
@@ -282,7 +282,7 @@ impl<'a> Uri<'a> {
             i = end;
         }
         let rest2 = &hp[i..];
-        match memchr::memchr(b'?', rest2) {
+        match crate::scan::find_byte_at(b'?', rest2) {
             Some(q) => {
                 self.params = &rest2[..q];
                 self.headers = Some(&rest2[q + 1..]);
@@ -343,7 +343,7 @@ impl<'a> Uri<'a> {
 
     /// URI parameters (`;transport=tcp;lr`), compared case-insensitively by name.
     pub fn params(&self) -> Params<'a> {
-        Params::new(self.params)
+        Params::new_uri(self.params)
     }
 
     /// Value of URI parameter `name` (`None` when absent or a flag).
@@ -382,7 +382,7 @@ impl<'a> Uri<'a> {
             .unwrap_or(b"")
             .split(|&b| b == b'&')
             .filter(|h| !h.is_empty())
-            .map(|h| match memchr::memchr(b'=', h) {
+            .map(|h| match crate::scan::find_byte_at(b'=', h) {
                 Some(eq) => (&h[..eq], &h[eq + 1..]),
                 None => (h, &b""[..]),
             })
@@ -429,7 +429,7 @@ impl<'a> Uri<'a> {
                 match self.headers {
                     Some(h) => h.split(|&b| b == b'&').all(|kv| {
                         !kv.is_empty()
-                            && memchr::memchr(b'=', kv).is_some()
+                            && crate::scan::find_byte_at(b'=', kv).is_some()
                             && kv.iter().all(|&b| b == b'=' || is_hnv_byte(b))
                             && escapes_valid(kv)
                     }),
@@ -484,26 +484,10 @@ impl<'a> Uri<'a> {
     }
 }
 
-/// Every `;name[=value]` item non-empty and made of `paramchar`s.
+/// Every `;name[=value]` item non-empty and made of `paramchar`s, escapes well formed.
 fn params_valid(params: &[u8]) -> bool {
-    if params.is_empty() {
-        return true;
-    }
-    let Some(rest) = params.strip_prefix(b";") else {
-        return false;
-    };
-    rest.split(|&b| b == b';').all(|p| {
-        let (name, value) = match memchr::memchr(b'=', p) {
-            Some(eq) => (&p[..eq], Some(&p[eq + 1..])),
-            None => (p, None),
-        };
-        !name.is_empty()
-            && name.iter().all(|&b| is_param_byte(b))
-            && escapes_valid(name)
-            && value.is_none_or(|v| {
-                !v.is_empty() && v.iter().all(|&b| is_param_byte(b)) && escapes_valid(v)
-            })
-    })
+    params.is_empty()
+        || (params[0] == b';' && Params::new_uri(params).is_valid() && escapes_valid(params))
 }
 
 /// Parses a port: 1 to 5 digits, at most 65535.

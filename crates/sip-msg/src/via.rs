@@ -2,9 +2,8 @@
 
 use std::fmt;
 
-use crate::addr::gen_value_valid;
-use crate::params::Params;
-use crate::scan::{SplitTop, is_lws, is_token, is_token_byte, skip_lws, trim_lws};
+use crate::params::{ParamScan, Params};
+use crate::scan::{is_lws, is_token, is_token_byte, skip_lws, trim_lws};
 use crate::uri::{Host, HostKind, parse_ipv4, parse_ipv6, parse_port};
 
 /// The value is not a `via-parm`.
@@ -31,6 +30,9 @@ pub enum Rport {
 }
 
 /// One Via value: `SIP/2.0/UDP host:port;branch=...;params`.
+///
+/// Parsed in one pass: the well-known parameters (`branch`, `received`, `rport`, `maddr`,
+/// `ttl`) are located during parsing, so their accessors cost nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Via<'a> {
     raw: &'a [u8],
@@ -40,15 +42,52 @@ pub struct Via<'a> {
     host: Host<'a>,
     port: Option<u16>,
     params: Params<'a>,
+    branch: Option<&'a [u8]>,
+    received: Option<&'a [u8]>,
+    rport: Option<Option<&'a [u8]>>,
+    maddr: Option<&'a [u8]>,
+    ttl: Option<&'a [u8]>,
+    params_ok: bool,
 }
 
 /// RFC 3261 §8.1.1.7 magic cookie that starts a compliant branch.
 pub const BRANCH_MAGIC_COOKIE: &[u8] = b"z9hG4bK";
 
+#[inline]
+fn word(s: &[u8]) -> u64 {
+    // Case-folded first 8 bytes of a parameter name (names compared here are <= 8 bytes).
+    let mut w = 0u64;
+    for (i, &b) in s.iter().take(8).enumerate() {
+        w |= u64::from(b | 0x20) << (i * 8);
+    }
+    w
+}
+
+const fn cw(s: &[u8]) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < s.len() {
+        w |= ((s[i] | 0x20) as u64) << (i * 8);
+        i += 1;
+    }
+    w
+}
+
 impl<'a> Via<'a> {
     /// Parses one `via-parm` (one element of the comma-separated list).
     pub fn parse(value: &'a [u8]) -> Result<Via<'a>, InvalidVia> {
         let v = trim_lws(value);
+        let (via, end) = Self::parse_first(v)?;
+        if end < v.len() {
+            return Err(InvalidVia);
+        }
+        Ok(via)
+    }
+
+    /// Parses the first `via-parm` of a header value; returns it and the offset where it
+    /// stopped (the `,` before the next value, or the end).
+    #[inline]
+    pub(crate) fn parse_first(v: &'a [u8]) -> Result<(Via<'a>, usize), InvalidVia> {
         // sent-protocol = protocol-name SLASH protocol-version SLASH transport, with LWS allowed
         // around each slash (RFC 4475 §3.1.1.1).
         let (protocol_name, i) = token_at(v, 0)?;
@@ -61,44 +100,76 @@ impl<'a> Via<'a> {
         if start == i {
             return Err(InvalidVia);
         }
-        let (host_end, mut j) = if v.get(start) == Some(&b'[') {
-            let close = memchr::memchr(b']', &v[start..]).ok_or(InvalidVia)? + start;
-            (close + 1, close + 1)
+        let host_end = if v.get(start) == Some(&b'[') {
+            crate::scan::find_byte(&v[start..], b']').ok_or(InvalidVia)? + start + 1
         } else {
-            let e = v[start..]
-                .iter()
-                .position(|&b| matches!(b, b':' | b';' | b',') || is_lws(b))
-                .map_or(v.len(), |p| start + p);
-            (e, e)
+            let mut e = start;
+            while e < v.len() && !matches!(v[e], b':' | b';' | b',') && !is_lws(v[e]) {
+                e += 1;
+            }
+            e
         };
         if host_end == start {
             return Err(InvalidVia);
         }
         let host = Host::new(&v[start..host_end]);
         let mut port = None;
+        let mut j = host_end;
         let k = skip_lws(v, j);
         if v.get(k) == Some(&b':') {
             let ps = skip_lws(v, k + 1);
-            let pe = v[ps..]
-                .iter()
-                .position(|b| !b.is_ascii_digit())
-                .map_or(v.len(), |p| ps + p);
+            let mut pe = ps;
+            while pe < v.len() && v[pe].is_ascii_digit() {
+                pe += 1;
+            }
             port = Some(parse_port(&v[ps..pe]).ok_or(InvalidVia)?);
             j = pe;
         }
-        let rest = trim_lws(&v[j..]);
-        if !rest.is_empty() && rest[0] != b';' {
-            return Err(InvalidVia);
-        }
-        Ok(Via {
+        let mut via = Via {
             raw: v,
             protocol_name,
             protocol_version,
             transport,
             host,
             port,
-            params: Params::new(rest),
-        })
+            params: Params::new(b""),
+            branch: None,
+            received: None,
+            rport: None,
+            maddr: None,
+            ttl: None,
+            params_ok: true,
+        };
+        let mut scan = ParamScan::after(v, j, false);
+        for p in scan.by_ref() {
+            let slot = match (p.name.len(), word(p.name)) {
+                (6, w) if w == cw(b"branch") => &mut via.branch,
+                (8, w) if w == cw(b"received") => &mut via.received,
+                (5, w) if w == cw(b"maddr") => &mut via.maddr,
+                (3, w) if w == cw(b"ttl") => &mut via.ttl,
+                (5, w) if w == cw(b"rport") => {
+                    if via.rport.is_none() {
+                        via.rport = Some(p.value);
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(p.value.unwrap_or(b""));
+            }
+        }
+        let end = scan.pos;
+        if !scan.ok {
+            // Garbage after the sent-by: the value is not a via-parm.
+            if v.get(end).is_some_and(|&c| c != b';' && c != b',') {
+                return Err(InvalidVia);
+            }
+            via.params_ok = false;
+        }
+        via.params = Params::new(trim_lws(&v[j..end]));
+        via.raw = trim_lws(&v[..end]);
+        Ok((via, end))
     }
 
     /// The whole value, trimmed.
@@ -139,40 +210,40 @@ impl<'a> Via<'a> {
     /// `branch` parameter (transaction id, RFC 3261 §8.1.1.7).
     #[inline]
     pub fn branch(&self) -> Option<&'a [u8]> {
-        self.params.value(b"branch")
+        self.branch
     }
 
     /// True when the branch starts with the RFC 3261 magic cookie `z9hG4bK`; otherwise
-    /// transactions are matched the RFC 2543 way (§17.2.3, RFC 4475 §3.2.1).
+    /// transactions are matched the RFC 2543 way (§17.2.3, RFC 4475 §3.2.1). A branch that is
+    /// the cookie alone carries no transaction id.
     pub fn has_rfc3261_branch(&self) -> bool {
-        self.branch()
-            .is_some_and(|b| b.starts_with(BRANCH_MAGIC_COOKIE))
+        self.branch.is_some_and(|b| {
+            b.len() > BRANCH_MAGIC_COOKIE.len() && b.starts_with(BRANCH_MAGIC_COOKIE)
+        })
     }
 
     /// `received` parameter (RFC 3261 §18.2.1).
     pub fn received(&self) -> Option<&'a [u8]> {
-        self.params.value(b"received")
+        self.received.filter(|v| !v.is_empty())
     }
 
     /// `rport` parameter (RFC 3581).
     pub fn rport(&self) -> Rport {
-        match self.params.get(b"rport") {
+        match self.rport {
             None => Rport::Absent,
-            Some(p) => match p.value {
-                None => Rport::Requested,
-                Some(v) => parse_port(v).map_or(Rport::Requested, Rport::Value),
-            },
+            Some(None) => Rport::Requested,
+            Some(Some(v)) => parse_port(v).map_or(Rport::Requested, Rport::Value),
         }
     }
 
     /// `maddr` parameter.
     pub fn maddr(&self) -> Option<&'a [u8]> {
-        self.params.value(b"maddr")
+        self.maddr.filter(|v| !v.is_empty())
     }
 
     /// `ttl` parameter (0..=255).
     pub fn ttl(&self) -> Option<u8> {
-        let v = self.params.value(b"ttl")?;
+        let v = self.ttl?;
         if v.is_empty() || v.len() > 3 {
             return None;
         }
@@ -182,47 +253,37 @@ impl<'a> Via<'a> {
     /// Strict check (RFC 3261 §25.1 `via-parm`): valid host, `ttl` 0..=255, `received` an IP
     /// address, `maddr` a host, `branch` a token, `rport` empty or a port, no empty parameter.
     pub fn is_valid(&self) -> bool {
-        if !self.host.is_valid() {
+        if !self.params_ok || !self.host.is_valid() {
             return false;
         }
-        let raw = self.params.raw();
-        if raw.is_empty() {
-            return true;
-        }
-        let Some(rest) = raw.strip_prefix(b";") else {
+        if let Some(b) = self.branch
+            && !is_token(b)
+        {
             return false;
-        };
-        for item in SplitTop::new(rest, b';') {
-            let (name, value) = match memchr::memchr(b'=', item) {
-                Some(eq) => (trim_lws(&item[..eq]), Some(trim_lws(&item[eq + 1..]))),
-                None => (item, None),
-            };
-            if !is_token(name) {
-                return false;
-            }
-            let ok = if name.eq_ignore_ascii_case(b"branch") {
-                value.is_some_and(is_token)
-            } else if name.eq_ignore_ascii_case(b"ttl") {
-                value.is_some_and(|v| {
-                    v.len() <= 3 && crate::scan::parse_u32(v).is_some_and(|n| n <= 255)
-                })
-            } else if name.eq_ignore_ascii_case(b"received") {
-                // RFC 3261 says IPv6address; RFC 5118 §4.5 also sees it bracketed.
-                value.is_some_and(|v| {
-                    parse_ipv4(v).is_some()
-                        || parse_ipv6(v).is_some()
-                        || (Host::new(v).kind() == HostKind::Ipv6 && Host::new(v).is_valid())
-                })
-            } else if name.eq_ignore_ascii_case(b"maddr") {
-                value.is_some_and(|v| Host::new(v).is_valid())
-            } else if name.eq_ignore_ascii_case(b"rport") {
-                value.is_none_or(|v| parse_port(v).is_some())
-            } else {
-                value.is_none_or(gen_value_valid)
-            };
+        }
+        if let Some(t) = self.ttl
+            && !(t.len() <= 3 && crate::scan::parse_u32(t).is_some_and(|n| n <= 255))
+        {
+            return false;
+        }
+        if let Some(r) = self.received {
+            // RFC 3261 says IPv6address; RFC 5118 §4.5 also sees it bracketed.
+            let ok = parse_ipv4(r).is_some()
+                || parse_ipv6(r).is_some()
+                || (Host::new(r).kind() == HostKind::Ipv6 && Host::new(r).is_valid());
             if !ok {
                 return false;
             }
+        }
+        if let Some(m) = self.maddr
+            && !Host::new(m).is_valid()
+        {
+            return false;
+        }
+        if let Some(Some(p)) = self.rport
+            && parse_port(p).is_none()
+        {
+            return false;
         }
         true
     }
