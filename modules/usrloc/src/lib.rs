@@ -683,7 +683,8 @@ impl Inner {
 }
 
 /// The location service. Share it as `Arc<Location>`; every method takes `&self` and may be
-/// called from any thread. In write-back mode call [`shutdown`](Self::shutdown) before exit
+/// called from any thread. The tokio handle given at construction must belong to a
+/// multi-thread runtime (store calls of sync callers are driven on it). In write-back mode call [`shutdown`](Self::shutdown) before exit
 /// (dropping it also tries a final flush).
 pub struct Location {
     inner: Arc<Inner>,
@@ -722,10 +723,7 @@ impl Location {
                 Err(_) => Err(StoreError::Timeout(timeout.as_millis() as u64 * 2)),
             }
         };
-        let backend = match Handle::try_current() {
-            Ok(_) => tokio::task::block_in_place(|| h.block_on(open))?,
-            Err(_) => h.block_on(open)?,
-        };
+        let backend = store::block_on(&h, open)??;
         Location::with_backend(cfg, backend, handle)
     }
 

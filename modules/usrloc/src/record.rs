@@ -135,6 +135,20 @@ pub(crate) fn validate(b: &Binding) -> Result<(), Error> {
             )));
         }
     }
+    // SIP messages are UTF-8 (RFC 3261 §7.3.1); PostgreSQL TEXT columns also refuse NUL. Refusing
+    // such values here keeps one bad binding from failing a whole write-back batch later.
+    for (v, what) in [
+        (&b.aor, "AOR"),
+        (&b.contact, "contact"),
+        (&b.call_id, "Call-ID"),
+        (&b.user_agent, "User-Agent"),
+        (&b.instance, "+sip.instance"),
+        (&b.path, "Path"),
+    ] {
+        if std::str::from_utf8(v).is_err() || v.contains(&0) {
+            return Err(Error::InvalidBinding(format!("{what} is not UTF-8 text")));
+        }
+    }
     if b.contact.is_empty() {
         return Err(Error::InvalidBinding("empty contact".into()));
     }

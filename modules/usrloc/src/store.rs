@@ -69,6 +69,18 @@ struct Counters {
     max_us: AtomicU64,
 }
 
+/// Runs `fut` on `handle` from sync code: directly from a plain thread, through
+/// `block_in_place` from a multi-thread runtime worker, refused on a current-thread runtime.
+pub(crate) fn block_on<F: Future>(handle: &Handle, fut: F) -> Result<F::Output, Error> {
+    match Handle::try_current() {
+        Err(_) => Ok(handle.block_on(fut)),
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| handle.block_on(fut)))
+        }
+        Ok(_) => Err(Error::WouldBlock),
+    }
+}
+
 pub(crate) struct Store {
     pub(crate) backend: Arc<dyn LocationBackend>,
     pub(crate) handle: Handle,
@@ -130,13 +142,7 @@ impl Store {
     /// multi-thread runtime worker (through `block_in_place`); refused on a current-thread
     /// runtime, where blocking would deadlock.
     pub(crate) fn block<F: Future>(&self, fut: F) -> Result<F::Output, Error> {
-        match Handle::try_current() {
-            Err(_) => Ok(self.handle.block_on(fut)),
-            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                Ok(tokio::task::block_in_place(|| self.handle.block_on(fut)))
-            }
-            Ok(_) => Err(Error::WouldBlock),
-        }
+        block_on(&self.handle, fut)
     }
 
     pub(crate) fn stats(&self) -> StoreStats {

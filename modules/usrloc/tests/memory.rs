@@ -251,6 +251,12 @@ fn bad_bindings_are_refused_and_the_per_aor_cap_holds() {
         l.add(&[b'a'; 300], contact("sip:a@1", 10, 1), T0),
         Err(Error::InvalidBinding(_))
     ));
+    let mut not_text = contact("sip:a@6", 10, 1);
+    not_text.user_agent = Bytes::from_static(b"\xff\xfe");
+    assert!(matches!(
+        l.update(b"sip:x@y", T0, |e| e.upsert(not_text)).unwrap(),
+        Err(Error::InvalidBinding(_))
+    ));
     assert_eq!(l.lookup(ALICE, T0).unwrap().len(), 2);
 }
 

@@ -171,3 +171,38 @@ fn open_builds_the_store_from_the_config_url_and_reloads_it() {
     let l = Location::open(cfg, &t.dir, rt.handle().clone()).unwrap();
     assert_eq!(l.lookup(ALICE, now_ms()).unwrap().len(), 1);
 }
+
+#[test]
+fn a_blocking_mode_called_from_a_current_thread_runtime_errs_instead_of_deadlocking() {
+    let t = Target::sqlite().unwrap();
+    let rt = rt();
+    let cfg = t.config(DbMode::WriteThrough);
+    let l = Location::with_backend(cfg.clone(), t.backend(&rt, &cfg), rt.handle().clone()).unwrap();
+    let single = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let r = single.block_on(async {
+        l.add(
+            ALICE,
+            info("sip:a@192.0.2.1", now_ms() / 1000 + 60, 1000),
+            now_ms(),
+        )
+    });
+    assert!(matches!(r, Err(geosip_usrloc::Error::WouldBlock)));
+    // From a multi-thread runtime worker it works (block_in_place).
+    let l = std::sync::Arc::new(l);
+    let l2 = l.clone();
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            l2.add(
+                ALICE,
+                info("sip:a@192.0.2.1", now_ms() / 1000 + 60, 1000),
+                now_ms(),
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    });
+    assert_eq!(l.lookup(ALICE, now_ms()).unwrap().len(), 1);
+}
