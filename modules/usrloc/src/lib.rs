@@ -917,7 +917,8 @@ impl Location {
 
     /// One page of the table (`ul.dump`): start with `None`, continue with `page.next`.
     /// In memory modes a page holds whole shards (about `aors / 256` AORs each, at least 256
-    /// AORs unless at the end); in db-only mode it is a store page.
+    /// AORs unless at the end); in db-only mode it is a store page (an AOR may then be split
+    /// over two consecutive pages).
     pub fn dump_page(&self, cursor: Option<&DumpCursor>, now_ms: u64) -> Result<DumpPage, Error> {
         let now_s = now_ms / 1000;
         let inner = &self.inner;

@@ -2,7 +2,7 @@
 //!
 //! One hash per AOR: key `<prefix>{<aor>}` (the AOR is the hash tag, so an AOR's data lives in
 //! one slot), field = `bkey` (see [`BindingKey::encode`](super::BindingKey::encode)), value =
-//! [`codec`](super::codec) encoding of the binding. The key's TTL is the latest expiry written to
+//! [`codec`] encoding of the binding. The key's TTL is the latest expiry written to
 //! it (it only grows until the AOR is rewritten by a `ReplaceAor`). Every write to an AOR is one
 //! Lua script, so it is atomic. Full loads SCAN every master.
 //!
