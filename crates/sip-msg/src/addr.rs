@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::params::Params;
 use crate::params::ParamScan;
+use crate::params::Params;
 use crate::scan::{
     find_byte, find_byte2, find_byte3, has_lws, is_lws, is_token_byte, skip_lws, skip_quoted,
     trim_lws, unquote,

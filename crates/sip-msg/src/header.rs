@@ -259,7 +259,7 @@ impl HeaderName {
         }
         // Dispatch on length, then compare the case-folded name 8 bytes at a time.
         for &(h, k) in Self::candidates(len) {
-            if k == key {
+            if k[0] == key[0] && k[1] == key[1] && k[2] == key[2] {
                 return h;
             }
         }
@@ -268,7 +268,7 @@ impl HeaderName {
 
     /// Known names of a given length with their folded keys, most frequent first.
     #[inline]
-    fn candidates(len: usize) -> &'static [(HeaderName, [u64; 3])] {
+    pub(crate) fn candidates(len: usize) -> &'static [(HeaderName, [u64; 3])] {
         macro_rules! table {
             ($($h:ident),*) => {{
                 const T: &[(HeaderName, [u64; 3])] =
@@ -342,9 +342,30 @@ const fn const_key(name: &[u8]) -> [u64; 3] {
     while j < 3 {
         let start = j * 8;
         if start < name.len() {
-            let len = if name.len() - start > 8 { 8 } else { name.len() - start };
+            let len = if name.len() - start > 8 {
+                8
+            } else {
+                name.len() - start
+            };
             k[j] = fold(k[j], len);
         }
+        j += 1;
+    }
+    k
+}
+
+/// Folded key of a name of `len` bytes (1..=24) from the raw words that hold it.
+#[inline(always)]
+pub(crate) fn key_from_words(words: [u64; 3], len: usize) -> [u64; 3] {
+    let mut k = [0u64; 3];
+    let mut j = 0;
+    while j < 3 && j * 8 < len {
+        let n = (len - j * 8).min(8);
+        let w = words[j] & low_bytes(n);
+        if has_cr(w) {
+            return [u64::MAX; 3];
+        }
+        k[j] = fold(w, n);
         j += 1;
     }
     k

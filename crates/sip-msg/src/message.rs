@@ -9,9 +9,9 @@ use smallvec::SmallVec;
 use crate::addr::NameAddr;
 use crate::auth::AuthValue;
 use crate::error::{ParseError, ParseErrorKind};
-use crate::header::{HeaderName, name_key};
+use crate::header::{HeaderName, key_from_words, name_key};
 use crate::method::{Method, MethodCode};
-use crate::scan::{CommaValues, find_byte, find_nl, is_lws, is_token, parse_u64};
+use crate::scan::{CommaValues, find_byte, is_lws, is_token, name_colon, parse_u64};
 use crate::typed::{CSeq, Contact};
 use crate::uri::Uri;
 use crate::via::Via;
@@ -126,7 +126,8 @@ impl SipMessage {
         let n = b.len();
 
         // Start line.
-        let nl = crate::scan::find_byte_at(b'\n', b).ok_or(ParseError::new(ParseErrorKind::Truncated, 0))?;
+        let nl = crate::scan::find_byte_at(b'\n', b)
+            .ok_or(ParseError::new(ParseErrorKind::Truncated, 0))?;
         let sl_line_end = nl + 1;
         let sl_end = if nl > 0 && b[nl - 1] == b'\r' {
             nl - 1
@@ -134,8 +135,8 @@ impl SipMessage {
             nl
         };
         let line = &b[..sl_end];
-        let sp1 =
-            crate::scan::find_byte_at(b' ', line).ok_or(ParseError::new(ParseErrorKind::StartLine, 0))?;
+        let sp1 = crate::scan::find_byte_at(b' ', line)
+            .ok_or(ParseError::new(ParseErrorKind::StartLine, 0))?;
         if sp1 == 0 {
             return Err(ParseError::new(ParseErrorKind::StartLine, 0));
         }
@@ -185,6 +186,9 @@ impl SipMessage {
         // Header lines.
         let mut pos = sl_line_end;
         let mut content_length: Option<Option<u64>> = None;
+        // Every line feed of the header section, in order, from one vectorised search.
+        let mut nls = memchr::memchr_iter(b'\n', &b[sl_line_end..]);
+        let mut next_nl = move || nls.next().map_or(n, |p| p + sl_line_end);
         loop {
             if pos >= n {
                 msg.flags |= FLAG_NO_EMPTY_LINE;
@@ -203,17 +207,32 @@ impl SipMessage {
                 msg.body_start = (pos + 2) as u32;
                 break;
             }
-            // One physical line; continuation lines (starting with SP/HT) are appended below.
-            let first_nl = find_nl(b, pos);
-            // field-name HCOLON: the name is what precedes the first ':' on the first physical
-            // line, minus trailing SP/HT (RFC 3261 §7.3.1). Its syntax is checked by validate.
-            let colon = find_byte(&b[pos..first_nl], b':').map(|c| pos + c);
+            // Fast path: the ':' within the first 24 bytes, found with the words that also give
+            // the name's folded key. Slow path: long names, line ends, end of buffer.
+            let fast = if c == b' ' || c == b'\t' {
+                None
+            } else {
+                name_colon(b, pos)
+            };
+            let first_nl = next_nl();
+            let (colon, words) = match fast {
+                Some((k, words)) => (Some(pos + k), Some(words)),
+                None => {
+                    let colon = if c == b' ' || c == b'\t' {
+                        None
+                    } else {
+                        find_byte(&b[pos..first_nl], b':').map(|k| pos + k)
+                    };
+                    (colon, None)
+                }
+            };
+            // Continuation lines start with SP/HT (RFC 3261 §7.3.1).
             let mut nl = first_nl;
             while let Some(b' ' | b'\t') = b.get(nl + 1) {
-                nl = find_nl(b, nl + 1);
+                nl = next_nl();
             }
             let line_end = (nl + 1).min(n);
-            let (Some(colon), false) = (colon, c == b' ' || c == b'\t') else {
+            let Some(colon) = colon else {
                 if msg.flags & FLAG_BAD_LINE == 0 {
                     msg.flags |= FLAG_BAD_LINE;
                     msg.bad_line = pos as u32;
@@ -222,19 +241,14 @@ impl SipMessage {
                 continue;
             };
             let mut name_end = colon;
+            let mut trimmed = false;
             if name_end > pos && matches!(b[name_end - 1], b' ' | b'\t') {
+                trimmed = true;
                 while name_end > pos && matches!(b[name_end - 1], b' ' | b'\t') {
                     name_end -= 1;
                 }
-                if name_end == pos {
-                    if msg.flags & FLAG_BAD_LINE == 0 {
-                        msg.flags |= FLAG_BAD_LINE;
-                        msg.bad_line = pos as u32;
-                    }
-                    pos = line_end;
-                    continue;
-                }
-            } else if name_end == pos {
+            }
+            if name_end == pos {
                 if msg.flags & FLAG_BAD_LINE == 0 {
                     msg.flags |= FLAG_BAD_LINE;
                     msg.bad_line = pos as u32;
@@ -245,7 +259,11 @@ impl SipMessage {
             // Value: "Name: value\r\n" is the common shape; anything else takes the slow path
             // (more spaces, folding right after the colon, empty value, trailing spaces).
             let value_from = colon + 1;
-            let end = if nl > value_from && b[nl - 1] == b'\r' { nl - 1 } else { nl };
+            let end = if nl > value_from && b[nl - 1] == b'\r' {
+                nl - 1
+            } else {
+                nl
+            };
             let (mut vs, mut ve) = (value_from, end);
             match b.get(value_from..value_from + 2) {
                 Some(&[b' ', x]) if !is_lws(x) => vs = value_from + 1,
@@ -270,10 +288,10 @@ impl SipMessage {
                 return Err(ParseError::new(ParseErrorKind::TooManyHeaders, pos));
             }
             let name_len = name_end - pos;
-            let name = if name_len <= 24 {
-                HeaderName::classify(name_len, name_key(b, pos, name_len))
-            } else {
-                HeaderName::Other
+            let name = match words {
+                Some(w) if !trimmed => HeaderName::classify(name_len, key_from_words(w, name_len)),
+                _ if name_len <= 24 => HeaderName::classify(name_len, name_key(b, pos, name_len)),
+                _ => HeaderName::Other,
             };
             if name == HeaderName::ContentLength && content_length.is_none() {
                 content_length = Some(parse_u64(&b[vs..ve]));
@@ -931,7 +949,9 @@ v=0\r\n";
             m.extend_from_slice(b"X: y\r\n");
         }
         m.extend_from_slice(b"\r\n");
-        let e = SipMessage::parse_lenient(Bytes::from(m)).err().map(|e| e.kind());
+        let e = SipMessage::parse_lenient(Bytes::from(m))
+            .err()
+            .map(|e| e.kind());
         assert_eq!(e, Some(ParseErrorKind::TooManyHeaders));
     }
 }

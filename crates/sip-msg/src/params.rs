@@ -5,7 +5,7 @@
 //! parameter, notes where the list stops (end, or a `,` that starts the next list value) and
 //! whether everything it saw was well formed, so the typed parsers get validation for free.
 
-use crate::scan::{is_lws, is_param_byte, is_token_byte, skip_lws, skip_quoted, unquote};
+use crate::scan::{GENVAL, PARAM, TOKEN, is_lws, skip_lws, skip_quoted, span, unquote};
 use std::borrow::Cow;
 
 /// A borrowed, unparsed parameter list such as `;branch=z9hG4bK776;rport` (the leading `;` is
@@ -180,15 +180,7 @@ impl<'a> Iterator for ParamScan<'a> {
             }
             self.first = false;
             let ns = i;
-            if self.uri {
-                while i < s.len() && is_param_byte(s[i]) {
-                    i += 1;
-                }
-            } else {
-                while i < s.len() && is_token_byte(s[i]) {
-                    i += 1;
-                }
-            }
+            i = span(s, i, if self.uri { PARAM } else { TOKEN });
             let name = &s[ns..i];
             if name.is_empty() {
                 // ";;" or a stray byte where a name should be.
@@ -215,19 +207,8 @@ impl<'a> Iterator for ParamScan<'a> {
                     None => return self.stop(s.len(), false),
                 }
             } else {
-                let mut e = vs;
-                if self.uri {
-                    while e < s.len() && is_param_byte(s[e]) {
-                        e += 1;
-                    }
-                } else {
-                    // gen-value = token / host / quoted-string; host adds ':' '[' ']'.
-                    while e < s.len() && (is_token_byte(s[e]) || matches!(s[e], b':' | b'[' | b']'))
-                    {
-                        e += 1;
-                    }
-                }
-                e
+                // gen-value = token / host / quoted-string; host adds ':' '[' ']'.
+                span(s, vs, if self.uri { PARAM } else { GENVAL })
             };
             if ve == vs {
                 self.ok = false;
@@ -236,7 +217,7 @@ impl<'a> Iterator for ParamScan<'a> {
             // What follows must be a separator (checked on the next call) or LWS.
             if let Some(&c) = s.get(ve)
                 && !matches!(c, b';' | b',')
-                && !(!self.uri && is_lws(c))
+                && (self.uri || !is_lws(c))
             {
                 self.ok = false;
                 self.done = true;

@@ -8,19 +8,21 @@
 use std::borrow::Cow;
 
 /// Byte classes, one bit per class, indexed by byte value.
-const TOKEN: u8 = 1;
+pub(crate) const TOKEN: u8 = 1;
 /// `word` (RFC 3261 §25.1) minus `token`: used by Call-ID.
 const WORD: u8 = 2;
 /// `unreserved` / `escaped` lead / `user-unreserved` characters allowed in a SIP URI user part.
 const USER: u8 = 4;
 /// `paramchar` (RFC 3261 §25.1) of URI parameters.
-const PARAM: u8 = 8;
+pub(crate) const PARAM: u8 = 8;
 /// `hnv-unreserved` / `unreserved` of URI headers.
 const HNV: u8 = 16;
 /// Characters allowed in a password.
 const PASSWORD: u8 = 32;
 /// Hostname characters (alphanum, `-`, `.`).
 const HOST: u8 = 64;
+/// `gen-value` characters outside quotes: `token` plus the `:` `[` `]` of an IPv6 host.
+pub(crate) const GENVAL: u8 = 128;
 
 const fn build_classes() -> [u8; 256] {
     let mut t = [0u8; 256];
@@ -78,6 +80,9 @@ const fn build_classes() -> [u8; 256] {
         if alnum || c == b'-' || c == b'.' {
             v |= HOST;
         }
+        if v & TOKEN != 0 || matches!(c, b':' | b'[' | b']') {
+            v |= GENVAL;
+        }
         t[i] = v;
         i += 1;
     }
@@ -89,6 +94,31 @@ static CLASSES: [u8; 256] = build_classes();
 #[inline]
 fn class(b: u8) -> u8 {
     CLASSES[b as usize]
+}
+
+/// Index of the first byte at or after `i` whose class has none of the bits of `mask`
+/// (or `s.len()`). Unrolled by four.
+#[inline(always)]
+pub(crate) fn span(s: &[u8], mut i: usize, mask: u8) -> usize {
+    while let Some(q) = s.get(i..i + 4) {
+        if class(q[0]) & mask == 0 {
+            return i;
+        }
+        if class(q[1]) & mask == 0 {
+            return i + 1;
+        }
+        if class(q[2]) & mask == 0 {
+            return i + 2;
+        }
+        if class(q[3]) & mask == 0 {
+            return i + 3;
+        }
+        i += 4;
+    }
+    while i < s.len() && class(s[i]) & mask != 0 {
+        i += 1;
+    }
+    i
 }
 
 /// `token` character (RFC 3261 §25.1).
@@ -115,12 +145,6 @@ pub(crate) fn is_password_byte(b: u8) -> bool {
     class(b) & PASSWORD != 0
 }
 
-/// `paramchar` of a URI parameter.
-#[inline]
-pub(crate) fn is_param_byte(b: u8) -> bool {
-    class(b) & PARAM != 0
-}
-
 /// Character allowed in a URI header name or value.
 #[inline]
 pub(crate) fn is_hnv_byte(b: u8) -> bool {
@@ -133,13 +157,13 @@ pub(crate) fn is_host_byte(b: u8) -> bool {
     class(b) & HOST != 0
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
+pub(crate) const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
 /// Bit 7 of each byte of the result is set where `w` has byte `pat` (`pat` is the byte
 /// repeated 8 times). The lowest set bit is exact; higher ones may be false positives.
 #[inline(always)]
-fn has_byte(w: u64, pat: u64) -> u64 {
+pub(crate) fn has_byte(w: u64, pat: u64) -> u64 {
     let x = w ^ pat;
     x.wrapping_sub(LO) & !x & HI
 }
@@ -237,33 +261,31 @@ pub(crate) fn find_byte3(s: &[u8], a: u8, b: u8, c: u8) -> Option<usize> {
     None
 }
 
-/// Index of the first `\n` at or after `from` in `s`, or `s.len()`. SWAR over the first
-/// 256 bytes (header lines are short), `memchr` beyond.
-#[inline]
-pub(crate) fn find_nl(s: &[u8], from: usize) -> usize {
-    const PAT: u64 = LO.wrapping_mul(b'\n' as u64);
-    let mut i = from;
-    let stop = s.len().min(from.saturating_add(256));
-    while i + 8 <= stop {
-        let t = has_byte(load8(s, i), PAT);
+/// Finds the `:` ending a header field name in the first 24 bytes at `pos`, stopping at a
+/// line feed. Returns the colon offset from `pos` and the three raw 8-byte words read, or
+/// `None` when a line feed comes first, the name is longer, or the buffer ends too soon (the
+/// caller then takes the slow path).
+#[inline(always)]
+pub(crate) fn name_colon(b: &[u8], pos: usize) -> Option<(usize, [u64; 3])> {
+    const COLON: u64 = LO.wrapping_mul(b':' as u64);
+    const NL: u64 = LO.wrapping_mul(b'\n' as u64);
+    let mut words = [0u64; 3];
+    let mut j = 0;
+    while j < 3 {
+        let at = pos + j * 8;
+        if at + 8 > b.len() {
+            return None;
+        }
+        let w = load8(b, at);
+        words[j] = w;
+        let t = has_byte(w, COLON) | has_byte(w, NL);
         if t != 0 {
-            return i + (t.trailing_zeros() / 8) as usize;
+            let k = (t.trailing_zeros() / 8) as usize;
+            return (b.get(at + k) == Some(&b':')).then_some((j * 8 + k, words));
         }
-        i += 8;
+        j += 1;
     }
-    if stop == s.len() {
-        while i < s.len() {
-            if s[i] == b'\n' {
-                return i;
-            }
-            i += 1;
-        }
-        return s.len();
-    }
-    match s.get(i..).and_then(|r| memchr::memchr(b'\n', r)) {
-        Some(off) => i + off,
-        None => s.len(),
-    }
+    None
 }
 
 /// [`find_byte`] with memchr's argument order.

@@ -8,8 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::params::Params;
 use crate::scan::{
-    escapes_valid, is_hnv_byte, is_host_byte, is_password_byte, is_user_byte,
-    percent_decode,
+    escapes_valid, is_hnv_byte, is_host_byte, is_password_byte, is_user_byte, percent_decode,
 };
 
 /// URI scheme.

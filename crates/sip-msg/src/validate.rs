@@ -82,15 +82,13 @@ impl SipMessage {
                     return err(K::ContentLength);
                 }
                 H::Expires | H::MinExpires if parse_u64(v).is_none() => return err(K::Expires),
-                H::Contact => {
-                    if trim_lws(v) != b"*" && !name_addr_list_valid(v, false) {
-                        return err(K::Contact);
-                    }
+                H::Contact if trim_lws(v) != b"*" && !name_addr_list_valid(v, false) => {
+                    return err(K::Contact);
                 }
-                H::Route | H::RecordRoute | H::Path | H::ServiceRoute => {
-                    if !name_addr_list_valid(v, true) {
-                        return err(K::RouteSet);
-                    }
+                H::Route | H::RecordRoute | H::Path | H::ServiceRoute
+                    if !name_addr_list_valid(v, true) =>
+                {
+                    return err(K::RouteSet);
                 }
                 // Supported may be empty (RFC 3261 §20.37: `[option-tag *(COMMA option-tag)]`).
                 H::Require | H::ProxyRequire | H::Supported | H::Unsupported

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::params::{ParamScan, Params};
-use crate::scan::{is_lws, is_token, is_token_byte, skip_lws, trim_lws};
+use crate::scan::{is_lws, is_token, skip_lws, trim_lws};
 use crate::uri::{Host, HostKind, parse_ipv4, parse_ipv6, parse_port};
 
 /// The value is not a `via-parm`.
@@ -55,9 +55,12 @@ pub const BRANCH_MAGIC_COOKIE: &[u8] = b"z9hG4bK";
 
 #[inline]
 fn word(s: &[u8]) -> u64 {
-    // Case-folded first 8 bytes of a parameter name (names compared here are <= 8 bytes).
+    // Case-folded name of 3, 5, 6 or 8 bytes (the only lengths compared here), else 0.
+    if !matches!(s.len(), 3 | 5 | 6 | 8) {
+        return 0;
+    }
     let mut w = 0u64;
-    for (i, &b) in s.iter().take(8).enumerate() {
+    for (i, &b) in s.iter().enumerate() {
         w |= u64::from(b | 0x20) << (i * 8);
     }
     w
@@ -292,10 +295,7 @@ impl<'a> Via<'a> {
 /// Reads a token starting at `i` after optional LWS; returns it and the index after it.
 fn token_at(v: &[u8], i: usize) -> Result<(&[u8], usize), InvalidVia> {
     let s = skip_lws(v, i);
-    let e = v[s..]
-        .iter()
-        .position(|&b| !is_token_byte(b))
-        .map_or(v.len(), |p| s + p);
+    let e = crate::scan::span(v, s, crate::scan::TOKEN);
     if e == s {
         return Err(InvalidVia);
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use sip_msg::{
-    Contact, HeaderName, HostKind, Method, ParseErrorKind, Scheme, SanityErrorKind, SipMessage,
+    Contact, HeaderName, HostKind, Method, ParseErrorKind, SanityErrorKind, Scheme, SipMessage,
 };
 
 fn data_dir() -> PathBuf {
@@ -73,7 +73,9 @@ fn every_torture_message_is_accepted_or_rejected_as_the_index_says() {
                 }
             }
             "reject" => {
-                let err = res.err().unwrap_or_else(|| panic!("{} must be rejected", row.file));
+                let err = res
+                    .err()
+                    .unwrap_or_else(|| panic!("{} must be rejected", row.file));
                 // Framing still works, so a server can answer the request.
                 let lenient = SipMessage::parse_lenient(raw)
                     .unwrap_or_else(|e| panic!("{} must frame: {e}", row.file));
@@ -82,7 +84,12 @@ fn every_torture_message_is_accepted_or_rejected_as_the_index_says() {
                 {
                     assert_eq!(err.status(), code, "{}: {err}", row.file);
                     let mut out = Vec::new();
-                    lenient.write_error_response_raw(err.status(), b"Bad Request", Some(b"x"), &mut out);
+                    lenient.write_error_response_raw(
+                        err.status(),
+                        b"Bad Request",
+                        Some(b"x"),
+                        &mut out,
+                    );
                     let resp = SipMessage::parse_lenient(Bytes::from(out)).expect("reply frames");
                     assert_eq!(resp.status(), Some(code));
                 }
@@ -101,9 +108,18 @@ fn rejected_messages_report_the_defect_that_matters() {
             .unwrap_or_else(|| panic!("{f} rejected"))
     };
     assert_eq!(kind("TC_BADVERS_V.dat"), ParseErrorKind::UnsupportedVersion);
-    assert_eq!(kind("TC_MISMATCH01_V.dat"), ParseErrorKind::CSeqMethodMismatch);
-    assert_eq!(kind("TC_MISMATCH02_V.dat"), ParseErrorKind::CSeqMethodMismatch);
-    assert_eq!(kind("TC_CLERR_I.dat"), ParseErrorKind::ContentLengthMismatch);
+    assert_eq!(
+        kind("TC_MISMATCH01_V.dat"),
+        ParseErrorKind::CSeqMethodMismatch
+    );
+    assert_eq!(
+        kind("TC_MISMATCH02_V.dat"),
+        ParseErrorKind::CSeqMethodMismatch
+    );
+    assert_eq!(
+        kind("TC_CLERR_I.dat"),
+        ParseErrorKind::ContentLengthMismatch
+    );
     assert_eq!(kind("TC_NCL_I.dat"), ParseErrorKind::ContentLength);
     assert_eq!(kind("TC_SCALAR02_V.dat"), ParseErrorKind::CSeq);
     assert_eq!(kind("TC_SCALARLG_V.dat"), ParseErrorKind::CSeq);
@@ -134,10 +150,22 @@ fn bad_display_name_is_rejected_even_with_the_empty_line_restored() {
 fn sanity_failures_name_their_kind() {
     let kind = |f: &str| parse(f).check_request().err().map(|e| e.kind());
     assert_eq!(kind("TC_INSUF_I.dat"), Some(SanityErrorKind::MissingHeader));
-    assert_eq!(kind("TC_MULTI01_I.dat"), Some(SanityErrorKind::DuplicateHeader));
-    assert_eq!(kind("TC_MCL01_I.dat"), Some(SanityErrorKind::DuplicateHeader));
-    assert_eq!(kind("TC_UNKSCM_V.dat"), Some(SanityErrorKind::UnsupportedUriScheme));
-    assert_eq!(kind("TC_NOVELSC_V.dat"), Some(SanityErrorKind::UnsupportedUriScheme));
+    assert_eq!(
+        kind("TC_MULTI01_I.dat"),
+        Some(SanityErrorKind::DuplicateHeader)
+    );
+    assert_eq!(
+        kind("TC_MCL01_I.dat"),
+        Some(SanityErrorKind::DuplicateHeader)
+    );
+    assert_eq!(
+        kind("TC_UNKSCM_V.dat"),
+        Some(SanityErrorKind::UnsupportedUriScheme)
+    );
+    assert_eq!(
+        kind("TC_NOVELSC_V.dat"),
+        Some(SanityErrorKind::UnsupportedUriScheme)
+    );
     assert_eq!(kind("TC_ZEROMF_V.dat"), Some(SanityErrorKind::TooManyHops));
 }
 
@@ -147,7 +175,10 @@ fn short_tortuous_invite_yields_every_field_through_folding_and_odd_spacing() {
     assert_eq!(m.method(), Some(Method::Invite));
     assert_eq!(m.to_tag(), Some(&b"1918181833n"[..]));
     let from = m.from().expect("from");
-    assert_eq!(from.display_name().as_deref(), Some(&br#"J Rosenberg \""#[..]));
+    assert_eq!(
+        from.display_name().as_deref(),
+        Some(&br#"J Rosenberg \""#[..])
+    );
     assert_eq!(from.tag(), Some(&b"98asjd8"[..]));
     assert_eq!(m.max_forwards(), Some(68));
     let c = m.cseq().expect("cseq");
@@ -182,10 +213,17 @@ fn wide_range_of_valid_characters_is_kept_raw() {
     assert_eq!(m.method(), Some(Method::Other(method)));
     assert_eq!(m.cseq().map(|c| c.method), Some(Method::Other(method)));
     let uri = m.request_uri().expect("r-uri");
-    assert_eq!(uri.user(), Some(&b"1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"[..]));
-    assert_eq!(m.call_id(), Some(&b"intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{"[..]));
     assert_eq!(
-        m.to().and_then(|t| t.display_name().map(|d| d.into_owned())),
+        uri.user(),
+        Some(&b"1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"[..])
+    );
+    assert_eq!(
+        m.call_id(),
+        Some(&b"intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{"[..])
+    );
+    assert_eq!(
+        m.to()
+            .and_then(|t| t.display_name().map(|d| d.into_owned())),
         Some(b"BEL:\x07 NUL:\x00 DEL:\x7f".to_vec())
     );
 }
@@ -194,7 +232,12 @@ fn wide_range_of_valid_characters_is_kept_raw() {
 fn escaped_null_in_uri_user_unescapes_to_a_nul_byte() {
     let m = parse("TC_ESCNULL_V.dat");
     let to = m.to().expect("to");
-    let user = to.uri().expect("uri").user_unescaped().expect("user").into_owned();
+    let user = to
+        .uri()
+        .expect("uri")
+        .user_unescaped()
+        .expect("user")
+        .into_owned();
     assert_eq!(user, b"null-\0-null");
     let users: Vec<Vec<u8>> = m
         .contacts()
@@ -208,10 +251,17 @@ fn escaped_null_in_uri_user_unescapes_to_a_nul_byte() {
 fn percent_escapes_are_kept_raw_and_decoded_on_demand() {
     let m = parse("TC_ESC01_V.dat");
     let r = m.request_uri().expect("r-uri");
-    assert_eq!(r.user_unescaped().as_deref(), Some(&b"sips:user@example.com"[..]));
+    assert_eq!(
+        r.user_unescaped().as_deref(),
+        Some(&b"sips:user@example.com"[..])
+    );
     let to = m.to().expect("to").uri().expect("uri");
     assert_eq!(to.user_unescaped().as_deref(), Some(&b"user"[..]));
-    let c = m.contacts().next().and_then(|c| c.addr().copied()).expect("contact");
+    let c = m
+        .contacts()
+        .next()
+        .and_then(|c| c.addr().copied())
+        .expect("contact");
     let cu = c.uri().expect("uri");
     assert_eq!(cu.param(b"n%61me"), Some(&b"v%61lue%25%34%31"[..]));
 }
@@ -222,14 +272,24 @@ fn percent_that_is_not_an_escape_is_data() {
     assert_eq!(m.method(), Some(Method::Other(b"RE%47IST%45R")));
     // "C%6Fntact" is an unknown header, not a Contact.
     assert_eq!(m.contacts().count(), 2);
-    assert_eq!(m.header_by_name(b"C%6Fntact"), Some(&b"<sip:alias2@host2.example.com>"[..]));
-    assert_eq!(m.top_via().and_then(|v| v.branch()), Some(&b"z9hG4bK209%fzsnel234"[..]));
+    assert_eq!(
+        m.header_by_name(b"C%6Fntact"),
+        Some(&b"<sip:alias2@host2.example.com>"[..])
+    );
+    assert_eq!(
+        m.top_via().and_then(|v| v.branch()),
+        Some(&b"z9hG4bK209%fzsnel234"[..])
+    );
 }
 
 #[test]
 fn no_lws_between_display_name_and_angle_bracket() {
     let m = parse("TC_LWSDISP_V.dat");
-    assert_eq!(m.from().and_then(|f| f.display_name().map(|d| d.into_owned())), Some(b"caller".to_vec()));
+    assert_eq!(
+        m.from()
+            .and_then(|f| f.display_name().map(|d| d.into_owned())),
+        Some(b"caller".to_vec())
+    );
 }
 
 #[test]
@@ -239,7 +299,10 @@ fn long_values_and_forty_vias_are_indexed() {
     assert_eq!(m.header_line_count(HeaderName::Via), 34);
     let last = m.vias().last().expect("via");
     assert_eq!(last.received(), Some(&b"192.0.2.5"[..]));
-    assert_eq!(m.to().and_then(|t| t.uri().ok()).and_then(|u| u.port()), Some(6000));
+    assert_eq!(
+        m.to().and_then(|t| t.uri().ok()).and_then(|u| u.port()),
+        Some(6000)
+    );
 }
 
 #[test]
@@ -286,7 +349,10 @@ fn multipart_body_with_nul_and_bare_cr_is_byte_exact() {
 fn response_reason_phrases_may_be_unusual_or_empty() {
     let m = parse("TC_UNREASON_V.dat");
     assert_eq!(m.status(), Some(200));
-    assert!(m.reason_bytes().is_some_and(|r| r.starts_with(b"= 2**3 * 5**2 ") && !r.is_ascii()));
+    assert!(
+        m.reason_bytes()
+            .is_some_and(|r| r.starts_with(b"= 2**3 * 5**2 ") && !r.is_ascii())
+    );
     let m = parse("TC_NOREASON_V.dat");
     assert_eq!((m.status(), m.reason_bytes()), (Some(100), Some(&b""[..])));
 }
@@ -315,8 +381,14 @@ fn require_and_proxy_require_are_exposed_for_the_proxy_to_answer_420() {
 #[test]
 fn unknown_uri_schemes_in_headers_are_kept_raw() {
     let m = parse("TC_UNKSM2_V.dat");
-    assert_eq!(m.to().and_then(|t| t.uri().ok()).map(|u| u.scheme()), Some(Scheme::Other));
-    assert_eq!(m.from().map(|f| f.uri_raw()), Some(&b"http://www.example.com"[..]));
+    assert_eq!(
+        m.to().and_then(|t| t.uri().ok()).map(|u| u.scheme()),
+        Some(Scheme::Other)
+    );
+    assert_eq!(
+        m.from().map(|f| f.uri_raw()),
+        Some(&b"http://www.example.com"[..])
+    );
 }
 
 #[test]
@@ -330,11 +402,19 @@ fn unknown_authorization_scheme_is_kept_raw() {
 #[test]
 fn contact_header_param_and_uri_param_are_told_apart() {
     let m = parse("TC_CPARAM01_V.dat");
-    let a = m.contacts().next().and_then(|c| c.addr().copied()).expect("contact");
+    let a = m
+        .contacts()
+        .next()
+        .and_then(|c| c.addr().copied())
+        .expect("contact");
     assert!(a.params().contains(b"unknownparam"));
     assert!(!a.uri().expect("uri").params().contains(b"unknownparam"));
     let m = parse("TC_CPARAM02_V.dat");
-    let a = m.contacts().next().and_then(|c| c.addr().copied()).expect("contact");
+    let a = m
+        .contacts()
+        .next()
+        .and_then(|c| c.addr().copied())
+        .expect("contact");
     assert!(!a.params().contains(b"unknownparam"));
     assert!(a.uri().expect("uri").params().contains(b"unknownparam"));
 }
@@ -342,9 +422,16 @@ fn contact_header_param_and_uri_param_are_told_apart() {
 #[test]
 fn escaped_header_in_contact_uri_is_kept() {
     let m = parse("TC_REGESCRT_V.dat");
-    let a = m.contacts().next().and_then(|c| c.addr().copied()).expect("contact");
+    let a = m
+        .contacts()
+        .next()
+        .and_then(|c| c.addr().copied())
+        .expect("contact");
     let u = a.uri().expect("uri");
-    assert_eq!(u.headers().next(), Some((&b"Route"[..], &b"%3Csip:sip.example.com%3E"[..])));
+    assert_eq!(
+        u.headers().next(),
+        Some((&b"Route"[..], &b"%3Csip:sip.example.com%3E"[..]))
+    );
 }
 
 #[test]
