@@ -19,6 +19,12 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[log]`: log format and level.
     pub log: LogConfig,
+    /// `[script]`: the Lua routing script.
+    pub script: geosip_lua::ScriptConfig,
+    /// `[tm]`: transaction timers and limits.
+    pub tm: geosip_tm::TmConfig,
+    /// `[htable]`: shared key-value tables.
+    pub htable: geosip_htable::HtableConfig,
 }
 
 /// `[admin]`.

@@ -1,1 +1,134 @@
-//! The message pipeline (placeholder until the script engine is wired).
+//! The message pipeline: what happens to every message the transports hand over.
+//!
+//! ```text
+//! bytes ─▶ parse (lenient) ─┬─ response ─▶ validate ─▶ top Via ours? ─▶ tm (transaction)
+//!                           │                                        └▶ stateless forward
+//!                           └─ request ──▶ validate (400/505) ─▶ stamp Via (received/rport)
+//!                                          ─▶ tm pre-check (retransmission, CANCEL, ACK)
+//!                                          ─▶ request_route() of the Lua script
+//! ```
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use geosip_core::Core;
+use geosip_core::ctx::{MsgCtx, RxInfo, ViaStamp};
+use geosip_core::stats::{class_index, method_index};
+use geosip_lua::ScriptEngine;
+use geosip_tm::{Pre, Tm};
+use sip_msg::{Method, SipMessage};
+use sip_transport::{Handler, Proto, Received};
+
+/// The core's implementation of the transport [`Handler`].
+pub struct Engine {
+    pub core: Arc<Core>,
+    pub script: Arc<ScriptEngine>,
+    pub tm: Arc<Tm>,
+}
+
+impl Engine {
+    fn log_bad(&self, src: std::net::SocketAddr, what: &str, reason: &str) {
+        if self.core.loglim.allow(src.ip(), Instant::now()) {
+            tracing::info!(%src, reason, "{what}");
+        }
+    }
+
+    fn on_request(&self, msg: SipMessage, info: RxInfo, now: Instant) {
+        let stats = &self.core.stats;
+        stats.rx_requests[method_index(msg.method())].inc();
+        if let Err(e) = msg.validate() {
+            stats.parse_error(e.kind().as_str());
+            self.log_bad(info.src, "bad request", e.kind().as_str());
+            // Answer when a reply can be routed (RFC 3261 §8.2: 400, or 505 for the version);
+            // never answer an ACK.
+            if msg.method() != Some(Method::Ack)
+                && let Some(via) = msg.top_via()
+            {
+                let stamp = ViaStamp::compute(&via, info.src, self.core.cfg.force_rport);
+                let mut ctx = MsgCtx::new(msg, info, now, stamp);
+                let status = e.status();
+                let reason = e.to_string();
+                let _ = self.core.reply(&mut ctx, status, Some(short_reason(status, &reason)), &[], None);
+            } else {
+                stats.dropped_requests.inc();
+            }
+            return;
+        }
+        let Some(via) = msg.top_via() else {
+            stats.dropped_requests.inc();
+            return;
+        };
+        let stamp = ViaStamp::compute(&via, info.src, self.core.cfg.force_rport);
+        let mut ctx = MsgCtx::new(msg, info, now, stamp);
+        if self.tm.pre_request(&mut ctx) == Pre::Handled {
+            return;
+        }
+        let ctx = self.script.run_request(ctx);
+        if ctx.replied.is_none() && !ctx.relayed && !ctx.is_method(b"ACK") {
+            tracing::trace!(method = %String::from_utf8_lossy(ctx.method()), "request left unanswered by the script");
+        }
+    }
+
+    fn on_response(&self, msg: SipMessage, info: RxInfo) {
+        let stats = &self.core.stats;
+        if let Some(s) = msg.status() {
+            stats.rx_replies[class_index(s)].inc();
+        }
+        if let Err(e) = msg.validate() {
+            stats.parse_error(e.kind().as_str());
+            stats.dropped_replies.inc();
+            self.log_bad(info.src, "bad response dropped", e.kind().as_str());
+            return;
+        }
+        if let Err(e) = msg.check_response() {
+            stats.parse_error(e.kind().as_str());
+            stats.dropped_replies.inc();
+            return;
+        }
+        // A response is only ours to handle if we put its top Via there.
+        let mine = msg
+            .top_via()
+            .is_some_and(|v| self.core.myself.is_my_via(&v.host(), v.port()));
+        if !mine {
+            stats.dropped_replies.inc();
+            return;
+        }
+        let Some(msg) = self.tm.on_reply(msg, info) else { return };
+        // No transaction: a stateless forward of ours (or a late 2xx retransmission).
+        if !self.core.forward_reply_stateless(&msg) {
+            stats.dropped_replies.inc();
+        }
+    }
+}
+
+/// A short reason phrase for a locally generated error reply.
+fn short_reason(status: u16, _detail: &str) -> &'static [u8] {
+    sip_msg::reason_phrase(status).as_bytes()
+}
+
+impl Handler for Engine {
+    fn on_message(&self, rx: Received) {
+        let now = Instant::now();
+        let info = RxInfo::of(&rx);
+        let msg = match SipMessage::parse_lenient(rx.data) {
+            Ok(m) => m,
+            Err(e) => {
+                // Not even a start line and headers: nothing to answer to.
+                self.core.stats.parse_error(e.kind().as_str());
+                self.core.stats.dropped_requests.inc();
+                self.log_bad(info.src, "unparseable message dropped", e.kind().as_str());
+                return;
+            }
+        };
+        if msg.is_response() {
+            self.on_response(msg, info);
+        } else {
+            self.on_request(msg, info, now);
+        }
+    }
+
+    fn on_rejected(&self, src: std::net::SocketAddr, proto: Proto, reason: &'static str) {
+        self.core.stats.parse_error(reason);
+        self.log_bad(src, if proto == Proto::Udp { "datagram rejected" } else { "stream message rejected" }, reason);
+    }
+}

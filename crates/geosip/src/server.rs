@@ -1,3 +1,253 @@
-//! Server start-up (placeholder).
-pub fn run(_o: crate::RunOpts) -> anyhow::Result<()> { Ok(()) }
-pub fn check_config(_f: &std::path::Path, _s: &[String]) -> anyhow::Result<()> { Ok(()) }
+//! Start-up and shutdown: configuration, runtimes, transports, modules, admin, signals.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use geosip_core::Core;
+use geosip_core::metrics::Registry;
+use geosip_core::rpc::{RpcError, RpcRegistry};
+use geosip_htable::Htable;
+use geosip_lua::{Modules, ScriptEngine};
+use geosip_tm::Tm;
+use serde_json::json;
+use sip_transport::{ListenSpec, Transports};
+
+use crate::config::{self, Config};
+use crate::engine::Engine;
+use crate::{CommonOpts, RunOpts};
+
+/// Everything that is running.
+pub struct Server {
+    pub core: Arc<Core>,
+    pub script: Arc<ScriptEngine>,
+    pub tm: Arc<Tm>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn base_dir(file: Option<&Path>) -> Option<PathBuf> {
+    file.and_then(|f| f.parent().map(Path::to_path_buf))
+}
+
+/// Loads the configuration with the CLI overrides of `run` applied.
+fn load_config(common: &CommonOpts, listen: &[String], admin: Option<&str>) -> anyhow::Result<config::Loaded> {
+    let mut loaded = config::load(common.config.as_deref(), &common.sets)?;
+    if !listen.is_empty() {
+        loaded.config.core.listen = listen.to_vec();
+    }
+    if let Some(a) = admin {
+        loaded.config.admin.listen = a.to_string();
+    }
+    Ok(loaded)
+}
+
+fn listen_specs(cfg: &Config) -> anyhow::Result<Vec<ListenSpec>> {
+    if cfg.core.listen.is_empty() {
+        bail!("core.listen is empty: give at least one socket, e.g. --listen udp:127.0.0.1:5060");
+    }
+    cfg.core
+        .listen
+        .iter()
+        .map(|s| s.parse::<ListenSpec>().map_err(|e| anyhow::anyhow!("core.listen: {e}")))
+        .collect()
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("GEOSIP_LOG").unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        geosip_core::config::LogFormat::Json => b.json().try_init(),
+        geosip_core::config::LogFormat::Text => b.try_init(),
+    };
+}
+
+/// `geosip check-config FILE`: parses the file and loads its routing script.
+pub fn check_config(file: &Path, sets: &[String]) -> anyhow::Result<()> {
+    let loaded = config::load(Some(file), sets)?;
+    let cfg = &loaded.config;
+    listen_specs(cfg)?;
+    // Load the script against a core with no sockets so its errors are reported with line.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let transports = Transports::bind(cfg.transport.clone(), &[], rt.handle().clone())?;
+    let core = Arc::new(Core::new(cfg.core.clone(), transports, Registry::new(), RpcRegistry::new(), 1));
+    let mods = Modules { core, htable: Arc::new(Htable::new(cfg.htable.clone())) };
+    ScriptEngine::check(cfg.script.clone(), base_dir(Some(file)).as_deref(), mods)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// `geosip run`.
+pub fn run(opts: RunOpts) -> anyhow::Result<()> {
+    let loaded = load_config(&opts.common, &opts.listen, opts.admin.as_deref())?;
+    let cfg = loaded.config.clone();
+    init_logging(&cfg);
+    let data_dir = opts.common.data_dir.clone().unwrap_or_else(|| PathBuf::from("geosip-data"));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("geosip-io")
+        .enable_all()
+        .build()
+        .context("cannot start the I/O runtime")?;
+
+    let specs = listen_specs(&cfg)?;
+    let transports = Transports::bind(cfg.transport.clone(), &specs, rt.handle().clone())
+        .with_context(|| format!("cannot bind {}", cfg.core.listen.join(", ")))?;
+    let admin_listener = if cfg.admin.listen.is_empty() {
+        None
+    } else {
+        let addr: std::net::SocketAddr = cfg
+            .admin
+            .listen
+            .parse()
+            .with_context(|| format!("admin.listen `{}` is not IP:PORT", cfg.admin.listen))?;
+        Some(rt.block_on(geosip_admin::bind(addr)).with_context(|| format!("cannot bind the admin interface on {addr}"))?)
+    };
+
+    let metrics = Registry::new();
+    let rpc = RpcRegistry::new();
+    let core = Arc::new(Core::new(cfg.core.clone(), transports.clone(), metrics.clone(), rpc.clone(), cfg.log.bad_message_per_minute));
+    register_transport_metrics(&core);
+    let htable = Arc::new(Htable::new(cfg.htable.clone()));
+    let tm = Tm::new(Arc::clone(&core), cfg.tm.clone());
+    let mods = Modules { core: Arc::clone(&core), htable: Arc::clone(&htable) };
+    let script = ScriptEngine::load(cfg.script.clone(), base_dir(loaded.file.as_deref()).as_deref(), mods)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tm.set_routes(script.clone());
+
+    let mut server = Server { core: Arc::clone(&core), script: Arc::clone(&script), tm: Arc::clone(&tm), threads: Vec::new() };
+    server.threads.push(Tm::spawn_timer(&tm));
+    {
+        let h = Arc::clone(&htable);
+        server.threads.push(
+            std::thread::Builder::new()
+                .name("housekeeping".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    h.sweep(std::time::Instant::now());
+                })?,
+        );
+    }
+    register_core_rpcs(&server);
+
+    let engine = Arc::new(Engine { core: Arc::clone(&core), script: Arc::clone(&script), tm: Arc::clone(&tm) });
+    transports.start(engine).context("cannot start the transports")?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(l) = admin_listener {
+        let admin = geosip_admin::Admin { rpc: rpc.clone(), metrics: metrics.clone() };
+        let mut srx = stop_rx.clone();
+        rt.spawn(async move {
+            let shutdown = async move {
+                let _ = srx.changed().await;
+            };
+            if let Err(e) = geosip_admin::serve(admin, l, shutdown).await {
+                tracing::error!(error = %e, "admin interface stopped");
+            }
+        });
+    }
+    let mut ready = String::from("geosip ready:");
+    for s in transports.sockets() {
+        ready.push_str(&format!(" {}:{}", s.proto.name(), s.addr));
+    }
+    if let Some(a) = admin_addr {
+        ready.push_str(&format!(" admin:{a}"));
+    }
+    tracing::info!(script = %script.script_name(), "{ready}");
+    // Tests and scripts wait for this line.
+    println!("{ready}");
+
+    rt.block_on(wait_for_signals(Arc::clone(&script)));
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    transports.shutdown();
+    rt.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+async fn wait_for_signals(script: Arc<ScriptEngine>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = int.recv() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => {
+                if let Err(e) = script.reload() {
+                    tracing::error!(error = %e, "SIGHUP: script reload refused, the running script stays");
+                }
+            }
+        }
+    }
+}
+
+fn register_core_rpcs(s: &Server) {
+    let rpc = &s.core.rpc;
+    rpc.register("core.version", "", "Version and build of the running server.", |_| {
+        Ok(json!({"version": geosip_core::VERSION, "commit": option_env!("GEOSIP_COMMIT").unwrap_or("dev")}))
+    });
+    let core = Arc::clone(&s.core);
+    rpc.register("core.uptime", "", "Seconds since start.", move |_| {
+        Ok(json!({"uptime_secs": core.started.elapsed().as_secs()}))
+    });
+    let core = Arc::clone(&s.core);
+    rpc.register("stats.get", "[GROUP]", "Statistics, all or one group (core, tm, usrloc...).", move |p| {
+        let group = geosip_core::rpc::param_opt_str(p, 0).unwrap_or("all");
+        let mut m = serde_json::Map::new();
+        for (k, v) in core.metrics.flat(group) {
+            m.insert(k, json!(v));
+        }
+        Ok(serde_json::Value::Object(m))
+    });
+    let script = Arc::clone(&s.script);
+    rpc.register("cfg.reload", "", "Reload the routing script; a broken script is refused.", move |_| {
+        match script.reload() {
+            Ok(g) => Ok(json!({"reloaded": true, "generation": g, "script": script.script_name()})),
+            Err(e) => Err(RpcError::failed(format!("reload refused, the running script stays: {e}"))),
+        }
+    });
+    let core = Arc::clone(&s.core);
+    rpc.register("core.sockets", "", "Listening sockets.", move |_| {
+        Ok(json!(core.transports.sockets().iter().map(|s| format!("{}:{}", s.proto.name(), s.addr)).collect::<Vec<_>>()))
+    });
+}
+
+fn register_transport_metrics(core: &Arc<Core>) {
+    use geosip_core::metrics::{Family, Kind};
+    use std::sync::atomic::Ordering::Relaxed;
+    let t = core.transports.clone();
+    core.metrics.register("net", move |out| {
+        let s = t.stats();
+        out.family(Family { name: "geosip_net_rx_bytes_total", help: "Bytes received.", kind: Kind::Counter });
+        out.sample(&[("proto", "udp")], s.udp_rx_bytes.load(Relaxed) as f64);
+        out.sample(&[("proto", "tcp")], s.tcp.rx_bytes.load(Relaxed) as f64);
+        out.family(Family { name: "geosip_net_tx_bytes_total", help: "Bytes sent.", kind: Kind::Counter });
+        out.sample(&[("proto", "udp")], s.udp_tx_bytes.load(Relaxed) as f64);
+        out.sample(&[("proto", "tcp")], s.tcp.tx_bytes.load(Relaxed) as f64);
+        out.family(Family { name: "geosip_net_rx_packets_total", help: "UDP datagrams received.", kind: Kind::Counter });
+        out.sample(&[], s.udp_rx_packets.load(Relaxed) as f64);
+        out.family(Family {
+            name: "geosip_net_rx_truncated_total",
+            help: "UDP datagrams dropped as larger than 64 KiB.",
+            kind: Kind::Counter,
+        });
+        out.sample(&[], s.udp_rx_truncated.load(Relaxed) as f64);
+        out.family(Family { name: "geosip_tcp_connections", help: "Open TCP connections.", kind: Kind::Gauge });
+        out.sample(&[], t.tcp_connections() as f64);
+        out.family(Family { name: "geosip_tcp_accepted_total", help: "TCP connections accepted.", kind: Kind::Counter });
+        out.sample(&[], s.tcp.accepted.load(Relaxed) as f64);
+        out.family(Family { name: "geosip_tcp_framing_errors_total", help: "TCP streams closed on framing errors.", kind: Kind::Counter });
+        out.sample(&[], s.tcp.framing_errors.load(Relaxed) as f64);
+    });
+}

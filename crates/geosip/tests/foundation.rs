@@ -1,0 +1,251 @@
+//! The foundation on the wire: the server answers OPTIONS, rejects what RFC 4475 says to
+//! reject with the right status, survives garbage, and exposes admin and metrics.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const RFC4475: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sip-msg/tests/data/rfc4475");
+
+#[test]
+fn options_to_the_server_itself_gets_200_with_allow_accept_and_supported() {
+    let s = Server::start(&[]);
+    let ua = Ua::new();
+    let req = request("OPTIONS", &format!("sip:{}", s.udp), ua.addr, "UDP", "", "");
+    ua.send(s.udp, req.as_bytes());
+    let r = ua.expect_status(200);
+    assert!(r.header_by_name(b"Allow").is_some_and(|a| a.windows(6).any(|w| w == b"INVITE")), "{}", text(&r));
+    assert!(r.header_by_name(b"Accept").is_some());
+    assert!(r.header_by_name(b"Supported").is_some());
+    assert!(r.to_tag().is_some(), "a final reply carries a To tag");
+}
+
+#[test]
+fn options_over_tcp_is_answered_on_the_same_connection_and_crlf_pings_get_a_pong() {
+    let s = Server::start(&[]);
+    let tcp = s.tcp.expect("tcp listener");
+    let mut ua = TcpUa::connect(tcp);
+    let req = request("OPTIONS", &format!("sip:{tcp};transport=tcp"), ua.addr, "TCP", "", "");
+    ua.send(req.as_bytes());
+    ua.expect_status(200);
+    ua.send(b"\r\n\r\n");
+    assert_eq!(ua.recv_raw(Duration::from_secs(3)), b"\r\n", "RFC 5626 pong");
+}
+
+/// What INDEX.tsv says the server must answer, for the answers that belong to the
+/// foundation: a status, "nothing", or either.
+fn expected(answer: &str) -> Option<(Option<u16>, bool)> {
+    let a = answer.trim();
+    let code = a.split(|c: char| !c.is_ascii_digit()).find(|t| t.len() == 3).and_then(|t| t.parse::<u16>().ok());
+    if a.starts_with("drop") {
+        return Some((None, true));
+    }
+    match code {
+        Some(c @ (400 | 505 | 416 | 420 | 483)) => Some((Some(c), a.contains("or drop"))),
+        _ => None,
+    }
+}
+
+#[test]
+fn rfc4475_torture_messages_get_the_on_wire_answer_index_tsv_names() {
+    let s = Server::start(&[]);
+    let index = std::fs::read_to_string(format!("{RFC4475}/INDEX.tsv")).unwrap();
+    let mut checked = 0;
+    for line in index.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (file, answer) = (cols[0], cols[4]);
+        let Some((status, may_drop)) = expected(answer) else { continue };
+        let data = std::fs::read(format!("{RFC4475}/{file}")).unwrap();
+        let ua = Ua::new();
+        ua.send(s.udp, &data);
+        let got = ua.recv(Duration::from_millis(if status.is_some() { 3000 } else { 700 }));
+        match (status, got) {
+            (Some(c), Some(m)) => assert_eq!(m.status(), Some(c), "{file}: expected {c}, got\n{}", text(&m)),
+            (Some(c), None) => assert!(may_drop, "{file}: expected {c}, got nothing"),
+            (None, Some(m)) => panic!("{file}: expected no answer, got\n{}", text(&m)),
+            (None, None) => {}
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} messages had a foundation-level answer");
+    // The 420 names the unsupported options.
+    let ua = Ua::new();
+    ua.send(s.udp, &std::fs::read(format!("{RFC4475}/TC_BEXT01_V.dat")).unwrap());
+    let r = ua.expect_status(420);
+    let unsup = String::from_utf8_lossy(r.header_by_name(b"Unsupported").unwrap_or(b"")).into_owned();
+    assert!(unsup.contains("noProxiesSupportThis"), "{unsup}");
+}
+
+#[test]
+fn garbage_oversized_datagrams_huge_header_counts_and_nul_bytes_do_not_stop_the_server() {
+    let mut s = Server::start(&[]);
+    let ua = Ua::new();
+    // Random garbage.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for _ in 0..200 {
+        let len = (x % 1400) as usize + 1;
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        ua.send(s.udp, &data);
+    }
+    // A 65,000-byte datagram.
+    let mut big = request("OPTIONS", "sip:x@example.com", ua.addr, "UDP", "", "").into_bytes();
+    big.truncate(big.len() - 4);
+    big.extend(std::iter::repeat_n(b'a', 65_000 - big.len()));
+    ua.send(s.udp, &big);
+    // 10,000 headers.
+    let mut many = format!("OPTIONS sip:x@{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK10k\r\n", s.udp, ua.addr);
+    for i in 0..10_000 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: 10k\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    ua.send(s.udp, &many.as_bytes()[..many.len().min(65_000)]);
+    // NUL bytes in header values.
+    let nul = format!(
+        "OPTIONS sip:x@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKnul\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c\0@d>\r\nCall-ID: n\0ul\r\nX-Nul: \0\0\0\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        ua.addr
+    );
+    ua.send(s.udp, nul.as_bytes());
+    // Drain whatever was answered, then check the server still answers.
+    while ua.recv(Duration::from_millis(300)).is_some() {}
+    let req = request("OPTIONS", &format!("sip:{}", s.udp), ua.addr, "UDP", "", "");
+    ua.send(s.udp, req.as_bytes());
+    ua.expect_status(200);
+    assert!(s.alive());
+    assert!(s.metric("geosip_sip_parse_errors_total").is_none(), "labelled only");
+    assert!(s.metrics().contains("geosip_sip_parse_errors_total{reason="));
+}
+
+#[test]
+fn a_tcp_message_over_the_body_limit_gets_413_and_the_connection_survives_or_closes_cleanly() {
+    let s = Server::start(&["--set", "transport.tcp_max_body_bytes=1000"]);
+    let tcp = s.tcp.unwrap();
+    let mut ua = TcpUa::connect(tcp);
+    let body = "v=0\r\n".repeat(400);
+    let req = request("INVITE", "sip:bob@example.com", ua.addr, "TCP", "", &body);
+    ua.send(req.as_bytes());
+    let r = ua.recv(Duration::from_secs(3)).expect("an answer before close");
+    assert_eq!(r.status(), Some(413));
+}
+
+#[test]
+fn metrics_expose_message_counters_by_method_and_build_info() {
+    let s = Server::start(&[]);
+    let ua = Ua::new();
+    for _ in 0..3 {
+        let req = request("OPTIONS", &format!("sip:{}", s.udp), ua.addr, "UDP", "", "");
+        ua.send(s.udp, req.as_bytes());
+        ua.expect_status(200);
+    }
+    let m = s.metrics();
+    assert!(m.contains("# TYPE geosip_sip_requests_received_total counter"), "{m}");
+    assert_eq!(s.metric("geosip_sip_requests_received_total{method=\"OPTIONS\"}"), Some(3.0));
+    assert_eq!(s.metric("geosip_sip_replies_sent_total{class=\"2xx\"}"), Some(3.0));
+    assert!(m.contains("geosip_build_info{version="));
+}
+
+#[test]
+fn json_rpc_answers_version_uptime_stats_and_lists_methods() {
+    let s = Server::start(&[]);
+    let v = s.rpc("core.version", &[]).unwrap();
+    assert!(v["version"].is_string());
+    assert!(s.rpc("core.uptime", &[]).unwrap()["uptime_secs"].is_u64());
+    let st = s.rpc("stats.get", &["core"]).unwrap();
+    assert!(st.as_object().unwrap().keys().any(|k| k.starts_with("core.sip_requests_received_total")), "{st}");
+    let list = s.rpc("rpc.list", &[]).unwrap();
+    let names: Vec<&str> = list.as_array().unwrap().iter().filter_map(|m| m["method"].as_str()).collect();
+    for m in ["core.version", "core.uptime", "stats.get", "cfg.reload", "tm.stats"] {
+        assert!(names.contains(&m), "{m} missing from {names:?}");
+    }
+    assert!(s.rpc("no.such", &[]).unwrap_err().contains("not found"));
+    // The status page is served.
+    assert!(http(s.admin, "GET", "/", "").contains("geosip"));
+}
+
+#[test]
+fn geosip_ctl_prints_readable_output_and_raw_json_with_json() {
+    let s = Server::start(&[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip"))
+        .args(["ctl", "--admin", &s.admin.to_string(), "core.uptime"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("uptime_secs"), "{text}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip"))
+        .args(["ctl", "--json", "--admin", &s.admin.to_string(), "core.version"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["version"].is_string());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip"))
+        .args(["ctl", "--admin", &s.admin.to_string(), "nope.nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+#[test]
+fn check_config_names_the_file_line_and_allowed_keys_for_a_typo() {
+    let dir = temp_dir("cfg");
+    let f = dir.join("bad.toml");
+    std::fs::write(&f, "[core]\nforce_rport = true\nlisten = [\"udp:127.0.0.1:5060\"]\nforse = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip")).args(["check-config"]).arg(&f).output().unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("bad.toml:4:"), "{e}");
+    assert!(e.contains("unknown field `forse`") && e.contains("force_rport"), "{e}");
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[core]\nlisten = [\"udp:127.0.0.1:5060\"]\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip")).args(["check-config"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn sipsak_gets_an_answer_to_its_options() {
+    if !have_tool("sipsak") {
+        return;
+    }
+    let s = Server::start(&[]);
+    let out = std::process::Command::new("sipsak")
+        .args(["-s", &format!("sip:{}", s.udp), "-v"])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(t.contains("200"), "sipsak output: {t} {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn sipp_builtin_uac_gets_answers_from_the_server() {
+    if !have_tool("sipp") {
+        return;
+    }
+    let s = Server::start(&[]);
+    // SIPp's built-in UAC sends INVITE to `service@server`; nobody is registered, so the
+    // server answers 404 — the point is that SIPp receives final answers for every call.
+    let dir = temp_dir("sipp");
+    let out = std::process::Command::new("timeout")
+        .args(["30", "sipp", &s.udp.to_string(), "-sn", "uac", "-m", "5", "-r", "5", "-i", "127.0.0.1", "-nostdin", "-timeout", "20s", "-trace_stat", "-stf"])
+        .arg(dir.join("stat.csv"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stat = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
+    // SIPp counts a 404 as a failed call (unexpected message): assert the server answered
+    // every INVITE, i.e. no call ended by timeout.
+    let last = stat.lines().last().unwrap_or("");
+    let head: Vec<&str> = stat.lines().next().unwrap_or("").split(';').collect();
+    let vals: Vec<&str> = last.split(';').collect();
+    let get = |k: &str| head.iter().position(|h| *h == k).and_then(|i| vals.get(i)).and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(get("OutgoingCall(C)"), Some(5), "{stat} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(get("FailedTimeoutOnRecv(C)").unwrap_or(0) + get("FailedMaxUDPRetrans(C)").unwrap_or(0), 0, "{stat}");
+}
