@@ -203,6 +203,48 @@ async fn conformance(url: String, prefix: Option<String>) {
             .expect("lookup")
             .is_empty()
     );
+
+    // The shape of write-back flushes: whole AORs replaced or deleted, many per batch.
+    let d1 = binding("sip:d1@example.com", "sip:d1@192.0.2.1", NOW + 100, 1);
+    let d2a = binding("sip:d2@example.com", "sip:d2@192.0.2.1", NOW + 100, 1);
+    let d2b = binding("sip:d2@example.com", "sip:d2@192.0.2.2", NOW + 100, 1);
+    let d3 = binding("sip:d3@example.com", "sip:d3@192.0.2.1", NOW + 100, 1);
+    store
+        .upsert_batch(&[d3.clone(), d2b.clone()])
+        .await
+        .expect("upsert");
+    let replace = |b: &Binding, v: Vec<Binding>| WriteOp::ReplaceAor {
+        aor: b.aor.clone(),
+        bindings: v,
+    };
+    store
+        .apply(&[
+            replace(&d1, vec![d1.clone()]),
+            replace(&d2a, vec![d2a.clone(), d2b.clone()]),
+            WriteOp::DeleteAor(d3.aor.clone()),
+        ])
+        .await
+        .expect("bulk apply");
+    assert_eq!(
+        store.lookup_aor(&d1.aor).await.expect("lookup"),
+        vec![d1.clone()]
+    );
+    assert_eq!(
+        sorted(store.lookup_aor(&d2a.aor).await.expect("lookup")),
+        sorted(vec![d2a.clone(), d2b.clone()])
+    );
+    assert!(store.lookup_aor(&d3.aor).await.expect("lookup").is_empty());
+    store
+        .apply(&[replace(&d1, vec![]), replace(&d2a, vec![d2b.clone()])])
+        .await
+        .expect("bulk apply");
+    assert!(store.lookup_aor(&d1.aor).await.expect("lookup").is_empty());
+    assert_eq!(
+        store.lookup_aor(&d2a.aor).await.expect("lookup"),
+        vec![d2b.clone()]
+    );
+    store.delete_aor(&d2a.aor).await.expect("delete aor");
+
     assert!(
         store
             .load_page(None, 100, NOW)

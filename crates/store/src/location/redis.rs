@@ -231,6 +231,43 @@ impl RedisLocation {
         Ok(map.into_iter().collect())
     }
 
+    /// HGETALL of many keys, concurrently over the multiplexed connection (one round trip per
+    /// key would make a million-AOR reload take minutes).
+    async fn hgetall_many(&self, keys: Vec<Vec<u8>>) -> StoreResult<Vec<(Vec<u8>, Fields)>> {
+        const LANES: usize = 32;
+        let keys = Arc::new(keys);
+        let mut set = tokio::task::JoinSet::new();
+        for lane in 0..LANES.min(keys.len()) {
+            let (keys, mut conn) = (keys.clone(), self.conn.clone());
+            set.spawn(async move {
+                let mut out = Vec::new();
+                for i in (lane..keys.len()).step_by(LANES) {
+                    let v = conn.query(redis::cmd("HGETALL").arg(&keys[i])).await?;
+                    let map: HashMap<Vec<u8>, Vec<u8>> =
+                        redis::from_redis_value(v).map_err(parse_err)?;
+                    out.push((i, map.into_iter().collect::<Vec<_>>()));
+                }
+                Ok::<_, StoreError>(out)
+            });
+        }
+        let mut all: Vec<(usize, Fields)> = Vec::with_capacity(keys.len());
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(r) => all.extend(r?),
+                Err(e) => {
+                    return Err(StoreError::InvalidValue(format!(
+                        "redis read task failed: {e}"
+                    )));
+                }
+            }
+        }
+        all.sort_by_key(|(i, _)| *i);
+        Ok(all
+            .into_iter()
+            .filter_map(|(i, f)| keys.get(i).map(|k| (k.clone(), f)))
+            .collect())
+    }
+
     /// One SCAN step on `node`; returns live bindings, the next SCAN cursor, expired fields
     /// removed (when `prune`) and undecodable fields skipped.
     async fn scan_step(
@@ -251,9 +288,9 @@ impl RedisLocation {
         let v = conn.query_on(node, cmd).await?;
         let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(v).map_err(parse_err)?;
         let (mut live, mut pruned, mut skipped) = (Vec::new(), 0u64, 0u64);
-        for key in keys {
+        for (key, fields) in self.hgetall_many(keys).await? {
             let mut expired = Vec::new();
-            for (field, value) in self.hgetall(&key).await? {
+            for (field, value) in fields {
                 match codec::decode(&value) {
                     Some(b) if b.is_live(now_s) => live.push(b),
                     Some(_) => expired.push(field),

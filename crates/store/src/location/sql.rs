@@ -255,6 +255,58 @@ const MYSQL_SQL: Statements = Statements {
     delete_expired: "DELETE FROM location WHERE expires <= ?",
 };
 
+/// Columns of a location row.
+const COLS: usize = 17;
+/// Rows per multi-row statement (17 × 500 placeholders stays under every dialect's limit).
+const BULK_ROWS: usize = 500;
+
+/// `?,?,?` or `$n,$n+1,...` for `count` parameters numbered from `first`.
+fn placeholders(dialect: Dialect, first: usize, count: usize) -> String {
+    let mut s = String::with_capacity(count * 4);
+    for i in 0..count {
+        if i > 0 {
+            s.push(',');
+        }
+        match dialect {
+            Dialect::Postgres => {
+                s.push('$');
+                s.push_str(&(first + i).to_string());
+            }
+            Dialect::Sqlite | Dialect::MySql => s.push('?'),
+        }
+    }
+    s
+}
+
+/// A batch made only of whole-AOR replacements/deletions of distinct AORs (what write-back
+/// flushes produce) can be applied as bulk DELETE + INSERT: returns the AORs and the new rows.
+fn bulk_form(ops: &[WriteOp]) -> Option<(Vec<&Bytes>, Vec<&Binding>)> {
+    if ops.len() < 2 {
+        return None;
+    }
+    let mut aors: Vec<&Bytes> = Vec::with_capacity(ops.len());
+    let mut rows = Vec::new();
+    for op in ops {
+        match op {
+            WriteOp::ReplaceAor { aor, bindings } => {
+                if bindings.iter().any(|b| b.aor != *aor) {
+                    return None;
+                }
+                rows.extend(bindings.iter());
+                aors.push(aor);
+            }
+            WriteOp::DeleteAor(aor) => aors.push(aor),
+            WriteOp::Upsert(_) | WriteOp::Delete { .. } => return None,
+        }
+    }
+    // Distinct AORs, and distinct keys per AOR, or the order of the ops or the primary key
+    // would matter.
+    let distinct_aors: std::collections::HashSet<&Bytes> = aors.iter().copied().collect();
+    let distinct_rows: std::collections::HashSet<(&Bytes, Vec<u8>)> =
+        rows.iter().map(|b| (&b.aor, b.bkey())).collect();
+    (distinct_aors.len() == aors.len() && distinct_rows.len() == rows.len()).then_some((aors, rows))
+}
+
 fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -308,7 +360,7 @@ fn num<T: TryFrom<i64>>(v: i64, col: &str) -> StoreResult<T> {
 
 /// Generates the per-dialect functions; only types, SQL and byte conversions differ.
 macro_rules! dialect {
-    ($m:ident, $pool:ty, $conn:ty, $row:ty, $sql:expr, $bty:ty, $bin:path, $bout:path) => {
+    ($m:ident, $db:ty, $dialect:expr, $pool:ty, $conn:ty, $row:ty, $sql:expr, $bty:ty, $bin:path, $bout:path) => {
         mod $m {
             use super::*;
 
@@ -339,13 +391,15 @@ macro_rules! dialect {
                 })
             }
 
-            async fn upsert(conn: &mut $conn, b: &Binding) -> StoreResult<()> {
+            type Q = sqlx::query::Query<'static, $db, <$db as sqlx::Database>::Arguments>;
+
+            /// Binds the 17 columns of one row, in `cols!()` order.
+            fn bind_row(q: Q, b: &Binding) -> StoreResult<Q> {
                 let (received, socket) = match &b.received {
                     Some(r) => (r.source_text(), r.local_text()),
                     None => (String::new(), String::new()),
                 };
-                sqlx::query(SQL.upsert)
-                    .bind($bin(&b.aor)?)
+                Ok(q.bind($bin(&b.aor)?)
                     .bind($bin(&b.bkey())?)
                     .bind(b.ruid.to_string())
                     .bind($bin(&b.contact)?)
@@ -361,11 +415,39 @@ macro_rules! dialect {
                     .bind(i64::from(b.reg_id))
                     .bind(i64::from(b.flags))
                     .bind(i64_of(b.last_modified))
-                    .bind(i64::from(b.server_id))
-                    .execute(&mut *conn)
-                    .await?;
+                    .bind(i64::from(b.server_id)))
+            }
+
+            async fn upsert(conn: &mut $conn, b: &Binding) -> StoreResult<()> {
+                bind_row(sqlx::query(SQL.upsert), b)?.execute(&mut *conn).await?;
                 Ok(())
             }
+
+            /// Write-back flushes: whole AORs replaced with one DELETE and one multi-row INSERT
+            /// per chunk instead of a round trip per row.
+            async fn replace_bulk(conn: &mut $conn, aors: &[&Bytes], rows: &[&Binding]) -> StoreResult<()> {
+                for chunk in aors.chunks(BULK_ROWS) {
+                    let sql = format!("DELETE FROM location WHERE aor IN ({})", placeholders($dialect, 1, chunk.len()));
+                    let mut q: Q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for aor in chunk {
+                        q = q.bind($bin(aor)?);
+                    }
+                    q.execute(&mut *conn).await?;
+                }
+                for chunk in rows.chunks(BULK_ROWS) {
+                    let values: Vec<String> = (0..chunk.len())
+                        .map(|i| format!("({})", placeholders($dialect, 1 + i * COLS, COLS)))
+                        .collect();
+                    let sql = format!("INSERT INTO location ({}) VALUES {}", cols!(), values.join(","));
+                    let mut q: Q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for b in chunk {
+                        q = bind_row(q, b)?;
+                    }
+                    q.execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
 
             async fn delete_aor(conn: &mut $conn, aor: &[u8]) -> StoreResult<()> {
                 sqlx::query(SQL.delete_aor).bind($bin(aor)?).execute(&mut *conn).await?;
@@ -384,6 +466,11 @@ macro_rules! dialect {
                     return Ok(());
                 }
                 let mut tx = pool.begin().await?;
+                if let Some((aors, rows)) = bulk_form(ops) {
+                    replace_bulk(&mut tx, &aors, &rows).await?;
+                    tx.commit().await?;
+                    return Ok(());
+                }
                 for op in ops {
                     match op {
                         WriteOp::Upsert(b) => upsert(&mut tx, b).await?,
@@ -469,6 +556,8 @@ macro_rules! dialect {
 
 dialect!(
     sqlite,
+    sqlx::Sqlite,
+    Dialect::Sqlite,
     SqlitePool,
     sqlx::SqliteConnection,
     sqlx::sqlite::SqliteRow,
@@ -479,6 +568,8 @@ dialect!(
 );
 dialect!(
     postgres,
+    sqlx::Postgres,
+    Dialect::Postgres,
     PgPool,
     sqlx::PgConnection,
     sqlx::postgres::PgRow,
@@ -489,6 +580,8 @@ dialect!(
 );
 dialect!(
     mysql,
+    sqlx::MySql,
+    Dialect::MySql,
     MySqlPool,
     sqlx::MySqlConnection,
     sqlx::mysql::MySqlRow,
