@@ -47,6 +47,9 @@ end
 return 1
 ";
 
+/// The fields of one hash: (field, value) pairs.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(WRITE_SCRIPT));
 
 #[derive(Clone)]
