@@ -7,8 +7,8 @@ use std::fmt;
 use crate::params::ParamScan;
 use crate::params::Params;
 use crate::scan::{
-    find_byte, find_byte2, find_byte3, has_lws, is_lws, is_token_byte, skip_lws, skip_quoted,
-    trim_lws, unquote,
+    find_byte, find_byte2, find_byte3, is_lws, is_token_byte, skip_lws, skip_quoted, trim_lws,
+    unquote,
 };
 use crate::uri::{InvalidUri, Uri};
 
@@ -188,9 +188,7 @@ impl<'a> NameAddr<'a> {
         {
             return false;
         }
-        if has_lws(self.uri) {
-            return false;
-        }
+        // No LWS check needed: no URI character class admits SP, HT, CR or LF.
         if !self.angle && find_byte2(self.uri, b'?', b',').is_some() {
             return false;
         }

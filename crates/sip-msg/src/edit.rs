@@ -87,6 +87,9 @@ pub struct Edits {
     arena: SmallVec<[u8; 256]>,
     body: Option<Bytes>,
     seq: u32,
+    /// `seq` of the Content-Length line inserted by [`set_body`](Self::set_body), so that a
+    /// second call replaces it instead of adding another one.
+    cl_insert: Option<u32>,
 }
 
 /// The header line index of `top value` edits.
@@ -143,6 +146,7 @@ impl Edits {
         self.arena.clear();
         self.body = None;
         self.seq = 0;
+        self.cl_insert = None;
     }
 
     /// True when no edit is recorded.
@@ -388,9 +392,18 @@ impl Edits {
             }
         }
         if first {
-            let at = msg.headers_end();
             let t = self.push_text(&[b"Content-Length: ", digits, b"\r\n"]);
-            self.push_op(at, at, t);
+            match self
+                .cl_insert
+                .and_then(|seq| self.ops.iter_mut().find(|o| o.seq == seq))
+            {
+                Some(op) => op.text = t,
+                None => {
+                    let at = msg.headers_end();
+                    self.cl_insert = Some(self.seq);
+                    self.push_op(at, at, t);
+                }
+            }
         }
         let start = msg.body_offset();
         self.body = Some(body);
@@ -604,6 +617,20 @@ v=0\r\n";
         e.set_body(&m, Bytes::from_static(b"abc"));
         let o = apply(&m, &e);
         assert_eq!((o.body(), o.content_length()), (&b"abc"[..], Some(3)));
+    }
+
+    #[test]
+    fn setting_the_body_twice_without_content_length_adds_one_content_length() {
+        // Found by the parse_edit_serialise fuzz target.
+        let src = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n";
+        let m = msg(src);
+        let mut e = Edits::new();
+        e.set_body(&m, Bytes::from_static(b"short"));
+        e.set_body(&m, Bytes::from_static(b"the longer body"));
+        let o = apply(&m, &e);
+        assert_eq!(o.header_line_count(HeaderName::ContentLength), 1);
+        assert_eq!(o.body(), b"the longer body");
+        assert_eq!(o.content_length(), Some(15));
     }
 
     #[test]

@@ -10,17 +10,17 @@ use std::borrow::Cow;
 /// Byte classes, one bit per class, indexed by byte value.
 pub(crate) const TOKEN: u8 = 1;
 /// `word` (RFC 3261 §25.1) minus `token`: used by Call-ID.
-const WORD: u8 = 2;
+pub(crate) const WORD: u8 = 2;
 /// `unreserved` / `escaped` lead / `user-unreserved` characters allowed in a SIP URI user part.
-const USER: u8 = 4;
+pub(crate) const USER: u8 = 4;
 /// `paramchar` (RFC 3261 §25.1) of URI parameters.
 pub(crate) const PARAM: u8 = 8;
 /// `hnv-unreserved` / `unreserved` of URI headers.
-const HNV: u8 = 16;
+pub(crate) const HNV: u8 = 16;
 /// Characters allowed in a password.
-const PASSWORD: u8 = 32;
+pub(crate) const PASSWORD: u8 = 32;
 /// Hostname characters (alphanum, `-`, `.`).
-const HOST: u8 = 64;
+pub(crate) const HOST: u8 = 64;
 /// `gen-value` characters outside quotes: `token` plus the `:` `[` `]` of an IPv6 host.
 pub(crate) const GENVAL: u8 = 128;
 
@@ -125,24 +125,6 @@ pub(crate) fn span(s: &[u8], mut i: usize, mask: u8) -> usize {
 #[inline]
 pub(crate) fn is_token_byte(b: u8) -> bool {
     class(b) & TOKEN != 0
-}
-
-/// `word` character (RFC 3261 §25.1), used by Call-ID.
-#[inline]
-pub(crate) fn is_word_byte(b: u8) -> bool {
-    class(b) & WORD != 0
-}
-
-/// Character allowed in a SIP URI `user` (unescaped part).
-#[inline]
-pub(crate) fn is_user_byte(b: u8) -> bool {
-    class(b) & USER != 0
-}
-
-/// Character allowed in a SIP URI `password`.
-#[inline]
-pub(crate) fn is_password_byte(b: u8) -> bool {
-    class(b) & PASSWORD != 0
 }
 
 /// Character allowed in a URI header name or value.
@@ -646,6 +628,6 @@ mod tests {
         assert!(is_token(b"!interesting-Method0123456789_*+`.%indeed'~"));
         assert!(!is_token(b"a b"));
         assert!(!is_token(b""));
-        assert!(is_word_byte(b'<') && !is_token_byte(b'<'));
+        assert!(span(b"<", 0, WORD) == 1 && !is_token_byte(b'<'));
     }
 }

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::params::Params;
 use crate::scan::{
-    escapes_valid, is_hnv_byte, is_host_byte, is_password_byte, is_user_byte, percent_decode,
+    PARAM, PASSWORD, USER, escapes_valid, is_hnv_byte, is_host_byte, percent_decode, span,
 };
 
 /// URI scheme.
@@ -46,12 +46,13 @@ impl<'a> Host<'a> {
     /// Classifies a raw host. `[..]` is IPv6, digits and dots IPv4, anything else a name.
     #[inline]
     pub fn new(raw: &'a [u8]) -> Host<'a> {
-        let kind = if raw.first() == Some(&b'[') {
-            HostKind::Ipv6
-        } else if !raw.is_empty() && raw.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
-            HostKind::Ipv4
-        } else {
-            HostKind::Name
+        let kind = match raw.first() {
+            Some(b'[') => HostKind::Ipv6,
+            // Only a name starting with a digit can be a dotted quad.
+            Some(b'0'..=b'9') if raw.iter().all(|&b| b.is_ascii_digit() || b == b'.') => {
+                HostKind::Ipv4
+            }
+            _ => HostKind::Name,
         };
         Host { raw, kind }
     }
@@ -104,37 +105,53 @@ fn is_hostname(s: &[u8]) -> bool {
         return false;
     }
     let s = s.strip_suffix(b".").unwrap_or(s);
-    let mut last_label: &[u8] = b"";
-    for label in s.split(|&b| b == b'.') {
-        if label.is_empty() || !label.iter().all(|&b| is_host_byte(b) || b == b'_') {
+    let mut label_len = 0usize;
+    let mut label_alpha = false;
+    for &b in s {
+        if b == b'.' {
+            if label_len == 0 {
+                return false;
+            }
+            label_len = 0;
+            label_alpha = false;
+        } else if is_host_byte(b) || b == b'_' {
+            label_len += 1;
+            label_alpha |= b.is_ascii_alphabetic();
+        } else {
             return false;
         }
-        last_label = label;
     }
-    // toplabel starts with ALPHA; a name made of digits only would be a broken IPv4 address.
-    last_label.first().is_some_and(|b| b.is_ascii_alphabetic())
-        || last_label.iter().any(|b| b.is_ascii_alphabetic())
+    // The top label has a letter; a name made of digits only would be a broken IPv4 address.
+    label_len > 0 && label_alpha
 }
 
 /// Parses a dotted-quad IPv4 address (exactly four decimal octets).
 pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
     let mut n = 0;
-    for part in s.split(|&b| b == b'.') {
-        if n == 4 || part.is_empty() || part.len() > 3 {
-            return None;
-        }
-        let mut v: u16 = 0;
-        for &b in part {
-            if !b.is_ascii_digit() {
+    let mut v: u16 = 0;
+    let mut digits = 0;
+    for &b in s {
+        if b == b'.' {
+            if digits == 0 || n == 3 {
                 return None;
             }
+            octets[n] = u8::try_from(v).ok()?;
+            n += 1;
+            v = 0;
+            digits = 0;
+        } else if b.is_ascii_digit() && digits < 3 {
             v = v * 10 + u16::from(b - b'0');
+            digits += 1;
+        } else {
+            return None;
         }
-        octets[n] = u8::try_from(v).ok()?;
-        n += 1;
     }
-    (n == 4).then(|| Ipv4Addr::from(octets))
+    if digits == 0 || n != 3 {
+        return None;
+    }
+    octets[3] = u8::try_from(v).ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Parses an IPv6 address without brackets (RFC 4291 text forms, as corrected for SIP by
@@ -186,24 +203,49 @@ impl<'a> Uri<'a> {
     /// This is the lenient structural parse used by the accessors; [`is_valid`](Self::is_valid)
     /// adds the character-class checks of RFC 3261 §25.1.
     pub fn parse(raw: &'a [u8]) -> Result<Uri<'a>, InvalidUri> {
-        let colon = crate::scan::find_byte_at(b':', raw).ok_or(InvalidUri)?;
-        let scheme_raw = &raw[..colon];
-        let valid_scheme = scheme_raw.first().is_some_and(|b| b.is_ascii_alphabetic())
-            && scheme_raw
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-        if !valid_scheme {
-            return Err(InvalidUri);
-        }
-        let scheme = if scheme_raw.eq_ignore_ascii_case(b"sip") {
-            Scheme::Sip
-        } else if scheme_raw.eq_ignore_ascii_case(b"sips") {
-            Scheme::Sips
-        } else if scheme_raw.eq_ignore_ascii_case(b"tel") {
-            Scheme::Tel
-        } else {
-            Scheme::Other
+        // Fast path for the schemes we know (case-insensitive), else the generic rule
+        // `scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
+        let head = |n: usize| {
+            raw.get(..n).map(|h| {
+                let mut w = 0u64;
+                for (i, &b) in h.iter().enumerate() {
+                    w |= u64::from(b | 0x20) << (i * 8);
+                }
+                w
+            })
         };
+        const SIP: u64 = u64::from_le_bytes(*b"sip:\0\0\0\0");
+        const SIPS: u64 = u64::from_le_bytes(*b"sips:\0\0\0");
+        const TEL: u64 = u64::from_le_bytes(*b"tel:\0\0\0\0");
+        // Folding maps 0x1a onto ':', hence the explicit colon checks.
+        let (scheme, colon) = if head(4) == Some(SIP) && raw[3] == b':' {
+            (Scheme::Sip, 3)
+        } else if head(5) == Some(SIPS) && raw[4] == b':' {
+            (Scheme::Sips, 4)
+        } else if head(4) == Some(TEL) && raw[3] == b':' {
+            (Scheme::Tel, 3)
+        } else {
+            let colon = crate::scan::find_byte(raw, b':').ok_or(InvalidUri)?;
+            let scheme_raw = &raw[..colon];
+            let valid_scheme = scheme_raw.first().is_some_and(|b| b.is_ascii_alphabetic())
+                && scheme_raw
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+            if !valid_scheme {
+                return Err(InvalidUri);
+            }
+            let scheme = if scheme_raw.eq_ignore_ascii_case(b"sip") {
+                Scheme::Sip
+            } else if scheme_raw.eq_ignore_ascii_case(b"sips") {
+                Scheme::Sips
+            } else if scheme_raw.eq_ignore_ascii_case(b"tel") {
+                Scheme::Tel
+            } else {
+                Scheme::Other
+            };
+            (scheme, colon)
+        };
+        let scheme_raw = &raw[..colon];
         let rest = &raw[colon + 1..];
         let mut uri = Uri {
             raw,
@@ -410,12 +452,12 @@ impl<'a> Uri<'a> {
         match self.scheme {
             Scheme::Sip | Scheme::Sips => {
                 if let Some(u) = self.user
-                    && (u.is_empty() || !u.iter().all(|&b| is_user_byte(b)) || !escapes_valid(u))
+                    && (u.is_empty() || span(u, 0, USER) != u.len() || !escapes_valid(u))
                 {
                     return false;
                 }
                 if let Some(p) = self.password
-                    && (!p.iter().all(|&b| is_password_byte(b)) || !escapes_valid(p))
+                    && (span(p, 0, PASSWORD) != p.len() || !escapes_valid(p))
                 {
                     return false;
                 }
@@ -485,8 +527,26 @@ impl<'a> Uri<'a> {
 
 /// Every `;name[=value]` item non-empty and made of `paramchar`s, escapes well formed.
 fn params_valid(params: &[u8]) -> bool {
-    params.is_empty()
-        || (params[0] == b';' && Params::new_uri(params).is_valid() && escapes_valid(params))
+    let mut i = 0;
+    while i < params.len() {
+        // ";" pname [ "=" pvalue ], both non-empty runs of paramchar.
+        if params[i] != b';' {
+            return false;
+        }
+        let e = span(params, i + 1, PARAM);
+        if e == i + 1 {
+            return false;
+        }
+        i = e;
+        if params.get(i) == Some(&b'=') {
+            let e = span(params, i + 1, PARAM);
+            if e == i + 1 {
+                return false;
+            }
+            i = e;
+        }
+    }
+    escapes_valid(params)
 }
 
 /// Parses a port: 1 to 5 digits, at most 65535.

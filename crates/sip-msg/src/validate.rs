@@ -6,7 +6,7 @@ use crate::auth::AuthValue;
 use crate::error::{ParseError, ParseErrorKind as K, SanityError, SanityErrorKind as S};
 use crate::header::HeaderName as H;
 use crate::message::SipMessage;
-use crate::scan::{SplitTop, has_lws, is_token, is_word_byte, parse_u64, trim_lws};
+use crate::scan::{SplitTop, has_lws, is_token, parse_u64, trim_lws};
 use crate::typed::CSeq;
 use crate::uri::{Scheme, Uri};
 use crate::via::Via;
@@ -275,11 +275,19 @@ fn check_version(v: &[u8], at: usize) -> Result<(), ParseError> {
 
 /// `callid = word [ "@" word ]`.
 fn call_id_valid(v: &[u8]) -> bool {
-    let mut parts = v.splitn(2, |&b| b == b'@');
-    let word =
-        |w: Option<&[u8]>| w.is_some_and(|w| !w.is_empty() && w.iter().all(|&b| is_word_byte(b)));
-    let first = parts.next();
-    word(first) && parts.next().is_none_or(|w| word(Some(w)))
+    use crate::scan::{WORD, span};
+    let a = span(v, 0, WORD);
+    if a == 0 {
+        return false;
+    }
+    match v.get(a) {
+        None => true,
+        Some(b'@') => {
+            let b = span(v, a + 1, WORD);
+            b > a + 1 && b == v.len()
+        }
+        Some(_) => false,
+    }
 }
 
 /// `media-type = m-type SLASH m-subtype *(SEMI m-parameter)`.
