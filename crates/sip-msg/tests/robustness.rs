@@ -19,7 +19,9 @@ fn touch(m: &SipMessage) {
     let _ = (m.call_id(), m.cseq(), m.max_forwards(), m.content_length());
     let _ = m.routes().count() + m.record_routes().count() + m.contacts().count();
     let _ = m.request_uri().map(|u| (u.user_unescaped(), u.host().ip()));
-    let _ = m.authorizations().map(|a| a.digest_credentials()).count();
+    for a in m.authorizations() {
+        let _ = a.digest_credentials();
+    }
     let mut out = Vec::new();
     m.write_error_response_raw(400, b"Bad Request", Some(b"x"), &mut out);
     let mut e = Edits::new();
@@ -58,7 +60,7 @@ fn random_garbage_never_panics() {
         let raw: Vec<u8> = (0..len)
             .map(|_| {
                 let r = rng.next();
-                if r % 4 == 0 {
+                if r.is_multiple_of(4) {
                     (r >> 8) as u8
                 } else {
                     ALPHABET[(r >> 8) as usize % ALPHABET.len()]
@@ -193,9 +195,13 @@ fn stream_framer_survives_garbage_and_bounds_its_buffer() {
             let len = (rng.next() % 200) as usize;
             for _ in 0..len {
                 let r = rng.next();
-                buf.extend_from_slice(&[if r % 3 == 0 { b'\n' } else { (r >> 16) as u8 }]);
+                buf.extend_from_slice(&[if r.is_multiple_of(3) {
+                    b'\n'
+                } else {
+                    (r >> 16) as u8
+                }]);
             }
-            if rng.next() % 5 == 0 {
+            if rng.next().is_multiple_of(5) {
                 buf.extend_from_slice(b"\r\nl: 3\r\n\r\nabc");
             }
             loop {
