@@ -90,6 +90,8 @@ pub struct Edits {
     /// `seq` of the Content-Length line inserted by [`set_body`](Self::set_body), so that a
     /// second call replaces it instead of adding another one.
     cl_insert: Option<u32>,
+    /// `seq` of the Max-Forwards line inserted by [`set_max_forwards`](Self::set_max_forwards).
+    mf_insert: Option<u32>,
 }
 
 /// The header line index of `top value` edits.
@@ -147,6 +149,7 @@ impl Edits {
         self.body = None;
         self.seq = 0;
         self.cl_insert = None;
+        self.mf_insert = None;
     }
 
     /// True when no edit is recorded.
@@ -254,9 +257,18 @@ impl Edits {
                 self.push_op(a, b, t);
             }
             None => {
-                let at = after_vias(msg);
                 let t = self.push_text(&[b"Max-Forwards: ", digits, b"\r\n"]);
-                self.push_op(at, at, t);
+                match self
+                    .mf_insert
+                    .and_then(|seq| self.ops.iter_mut().find(|o| o.seq == seq))
+                {
+                    Some(op) => op.text = t,
+                    None => {
+                        let at = after_vias(msg);
+                        self.mf_insert = Some(self.seq);
+                        self.push_op(at, at, t);
+                    }
+                }
             }
         }
     }
@@ -631,6 +643,19 @@ v=0\r\n";
         assert_eq!(o.header_line_count(HeaderName::ContentLength), 1);
         assert_eq!(o.body(), b"the longer body");
         assert_eq!(o.content_length(), Some(15));
+    }
+
+    #[test]
+    fn setting_an_absent_max_forwards_twice_inserts_one_header_with_the_last_value() {
+        // Found by the parse_edit_serialise fuzz target.
+        let src = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n";
+        let m = msg(src);
+        let mut e = Edits::new();
+        e.set_max_forwards(&m, 1);
+        e.set_max_forwards(&m, 73);
+        let o = apply(&m, &e);
+        assert_eq!(o.header_line_count(HeaderName::MaxForwards), 1);
+        assert_eq!(o.max_forwards(), Some(73));
     }
 
     #[test]

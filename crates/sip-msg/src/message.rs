@@ -614,13 +614,13 @@ impl SipMessage {
     /// From (RFC 3261 §20.20).
     #[inline]
     pub fn from(&self) -> Option<NameAddr<'_>> {
-        NameAddr::parse(self.header(HeaderName::From)?).ok()
+        single_name_addr(self.header(HeaderName::From)?)
     }
 
     /// To (RFC 3261 §20.39).
     #[inline]
     pub fn to(&self) -> Option<NameAddr<'_>> {
-        NameAddr::parse(self.header(HeaderName::To)?).ok()
+        single_name_addr(self.header(HeaderName::To)?)
     }
 
     /// From tag.
@@ -766,6 +766,17 @@ impl SipMessage {
     pub(crate) fn method_is_token(&self) -> bool {
         is_token(self.slice(self.sl[0].0, self.sl[0].1))
     }
+}
+
+/// Parses an (already trimmed) header value holding one name-addr, as
+/// [`NameAddr::parse`] does.
+#[inline]
+fn single_name_addr(v: &[u8]) -> Option<NameAddr<'_>> {
+    let (a, end) = NameAddr::parse_first(v).ok()?;
+    if end < v.len() {
+        return NameAddr::parse(v).ok();
+    }
+    Some(a)
 }
 
 /// Iterator over the comma-separated values of a list header across its lines.

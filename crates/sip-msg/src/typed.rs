@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::addr::NameAddr;
 use crate::method::Method;
-use crate::scan::{is_lws, is_token, trim_lws};
+use crate::scan::{is_lws, trim_lws};
 
 /// A malformed typed header value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,16 +32,23 @@ impl<'a> CSeq<'a> {
     /// Parses `1*DIGIT LWS Method`.
     pub fn parse(value: &'a [u8]) -> Result<CSeq<'a>, InvalidValue> {
         let v = trim_lws(value);
-        let d = v
-            .iter()
-            .position(|b| !b.is_ascii_digit())
-            .ok_or(InvalidValue)?;
-        if d == 0 || !is_lws(v[d]) {
+        // 1*DIGIT, accumulated on the way (leading zeros allowed, overflow rejected).
+        let mut seq: u64 = 0;
+        let mut d = 0;
+        while d < v.len() && v[d].is_ascii_digit() {
+            seq = seq * 10 + u64::from(v[d] - b'0');
+            if seq > u64::from(u32::MAX) && v[..=d].iter().any(|&c| c != b'0') {
+                return Err(InvalidValue);
+            }
+            d += 1;
+        }
+        if d == 0 || d == v.len() || !is_lws(v[d]) {
             return Err(InvalidValue);
         }
-        let seq = crate::scan::parse_u32(&v[..d]).ok_or(InvalidValue)?;
-        let m = trim_lws(&v[d..]);
-        if !is_token(m) {
+        let seq = u32::try_from(seq).map_err(|_| InvalidValue)?;
+        let ms = crate::scan::skip_lws(v, d);
+        let m = &v[ms..];
+        if m.is_empty() || crate::scan::span(m, 0, crate::scan::TOKEN) != m.len() {
             return Err(InvalidValue);
         }
         Ok(CSeq {

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::params::Params;
 use crate::scan::{
-    PARAM, PASSWORD, USER, escapes_valid, is_hnv_byte, is_host_byte, percent_decode, span,
+    HOST, PARAM, PASSWORD, USER, escapes_valid, is_hnv_byte, is_host_byte, percent_decode, span,
 };
 
 /// URI scheme.
@@ -105,6 +105,20 @@ fn is_hostname(s: &[u8]) -> bool {
         return false;
     }
     let s = s.strip_suffix(b".").unwrap_or(s);
+    // Fast path: only alphanumerics, '-' and '.'; then check the dots and the top label.
+    if span(s, 0, HOST) == s.len() {
+        let mut start = 0;
+        loop {
+            let end = crate::scan::find_byte(&s[start..], b'.').map_or(s.len(), |k| start + k);
+            if end == start {
+                return false;
+            }
+            if end == s.len() {
+                return s[start..].iter().any(u8::is_ascii_alphabetic);
+            }
+            start = end + 1;
+        }
+    }
     let mut label_len = 0usize;
     let mut label_alpha = false;
     for &b in s {
