@@ -940,51 +940,44 @@ impl Tm {
 
     /// Sends the final response of a transaction whose branches all failed (§16.7 step 6).
     fn finish(&self, t: &mut ProxyTxn, now: Instant) {
-        let Some(req) = t.req.take() else {
-            t.silent = true;
-            t.final_at = Some(now);
-            return;
-        };
         let chosen = best(&candidates(t));
-        if t.canceled {
-            // §16.10: the INVITE of a cancelled transaction ends with 487.
-            match chosen {
-                Some(i) if t.branches[i].status == 487 && t.branches[i].reply.is_some() => {
-                    self.relay_best(t, i, now)
-                }
-                _ => {
-                    let _ = self.local_reply(t, &req, 487, None, &[], now);
-                }
-            }
+        let received = |i: &usize| t.branches[*i].reply.is_some();
+        // §16.10: the INVITE of a cancelled transaction ends with 487 (the callee's if any).
+        let relay = if t.canceled {
+            chosen.filter(|i| t.branches[*i].status == 487 && received(i))
         } else {
-            match chosen {
-                Some(i) if t.branches[i].reply.is_some() => self.relay_best(t, i, now),
+            chosen.filter(received)
+        };
+        if let Some(i) = relay {
+            self.relay_best(t, i, now);
+        } else {
+            let status = match chosen {
+                _ if t.canceled => Some(487),
                 Some(i) if t.branches[i].status == 408 && !t.is_invite() => {
                     // RFC 4320 §4.1: "A transaction-stateful SIP element MUST NOT send a
                     // response with Status-Code of 408 to a non-INVITE request." The client
                     // times out on its own.
                     self.counters.silent_non_invite.inc();
-                    t.silent = true;
-                    t.final_at = Some(now);
+                    None
                 }
-                Some(i) => {
-                    let status = upstream_status(t.branches[i].status);
-                    if status == 408 {
-                        self.counters.local_408.inc();
-                    }
-                    let _ = self.local_reply(t, &req, status, None, &[], now);
+                Some(i) => Some(upstream_status(t.branches[i].status)),
+                None => Some(500),
+            };
+            if let Some(status) = status
+                && let Some(req) = t.req.take()
+            {
+                if status == 408 {
+                    self.counters.local_408.inc();
                 }
-                None => {
-                    let _ = self.local_reply(t, &req, 500, None, &[], now);
-                }
+                let _ = self.local_reply(t, &req, status, None, &[], now);
+                t.req = Some(req);
             }
         }
         if t.final_sent.is_none() && !t.silent {
-            // Nothing could be sent: do not wait for it.
+            // Nothing went (or could go) upstream: do not wait for it.
             t.silent = true;
             t.final_at = Some(now);
         }
-        t.req = Some(req);
     }
 
     /// Relays the stored reply of branch `i` as the best response: 503 → 500, and the

@@ -765,3 +765,203 @@ fn the_failure_route_can_answer_with_t_reply_and_reply_routes_see_provisionals()
         Some(call.call_id.as_bytes())
     );
 }
+
+#[test]
+fn without_restart_fr_on_each_reply_later_provisionals_do_not_extend_fr_inv_timer() {
+    let bob = Ua::udp("bob");
+    let cfg = TmConfig {
+        fr_inv_timer: 500,
+        restart_fr_on_each_reply: false,
+        ..fast_cfg()
+    };
+    let p = Proxy::start(cfg, one_target(bob.uri()), no_failure);
+    let alice = Ua::udp("alice");
+    let call = Call::invite(&alice, "sip:bob@example.com", b"");
+    alice.send(p.udp, &call.bytes);
+    let (inv, src) = bob.wait_req("INVITE");
+    let t0 = Instant::now();
+    bob.reply(&inv, src, 180, "bt");
+    std::thread::sleep(Duration::from_millis(350));
+    bob.reply(&inv, src, 183, "bt");
+    let (cancel, cs) = bob.wait_req("CANCEL");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_millis(800),
+        "CANCEL {waited:?} after the first provisional (a restarted timer would give ~850 ms)"
+    );
+    bob.reply(&cancel, cs, 200, "bt");
+    bob.reply(&inv, src, 487, "bt");
+    let fin = alice.wait_final("INVITE", &call.call_id, WAIT).unwrap();
+    assert_eq!(fin.status(), Some(408));
+    alice.send(p.udp, &call.ack_non2xx(&alice, &fin));
+    p.assert_all_freed(WAIT);
+}
+
+#[test]
+fn challenges_of_every_branch_are_aggregated_in_the_401_or_407_sent_upstream() {
+    let (b1, b2) = (Ua::udp("b1"), Ua::udp("b2"));
+    let targets = vec![(b1.uri(), 1000), (b2.uri(), 1000)];
+    let p = Proxy::start(
+        fast_cfg(),
+        move |_, ctx| set_targets(ctx, &targets),
+        no_failure,
+    );
+    let alice = Ua::udp("alice");
+    let call = Call::invite(&alice, "sip:bob@example.com", b"");
+    alice.send(p.udp, &call.bytes);
+    let (i1, s1) = b1.wait_req("INVITE");
+    let (i2, s2) = b2.wait_req("INVITE");
+    b1.send(
+        s1,
+        &b1.response(
+            &i1,
+            401,
+            "t1",
+            &[("WWW-Authenticate", "Digest realm=\"one\", nonce=\"1\"")],
+        ),
+    );
+    b2.send(
+        s2,
+        &b2.response(
+            &i2,
+            407,
+            "t2",
+            &[("Proxy-Authenticate", "Digest realm=\"two\", nonce=\"2\"")],
+        ),
+    );
+    let fin = alice.wait_final("INVITE", &call.call_id, WAIT).unwrap();
+    assert_eq!(
+        fin.status(),
+        Some(401),
+        "the earliest of two resubmission codes"
+    );
+    assert!(
+        fin.header(HeaderName::WwwAuthenticate)
+            .is_some_and(|v| v.starts_with(b"Digest realm=\"one\""))
+    );
+    assert!(
+        fin.header(HeaderName::ProxyAuthenticate)
+            .is_some_and(|v| v.starts_with(b"Digest realm=\"two\"")),
+        "RFC 3261 §16.7 step 7"
+    );
+    alice.send(p.udp, &call.ack_non2xx(&alice, &fin));
+    p.assert_all_freed(WAIT);
+}
+
+#[test]
+fn a_503_from_the_only_branch_goes_upstream_as_500() {
+    let bob = Ua::udp("bob");
+    let p = Proxy::start(fast_cfg(), one_target(bob.uri()), no_failure);
+    let alice = Ua::udp("alice");
+    let call = Call::invite(&alice, "sip:bob@example.com", b"");
+    alice.send(p.udp, &call.bytes);
+    let (inv, src) = bob.wait_req("INVITE");
+    bob.reply(&inv, src, 503, "bt");
+    bob.wait_req("ACK");
+    let fin = alice.wait_final("INVITE", &call.call_id, WAIT).unwrap();
+    assert_eq!(fin.status(), Some(500), "RFC 3261 §16.7 step 6");
+    assert_eq!(fin.to_tag(), Some(&b"bt"[..]));
+    alice.send(p.udp, &call.ack_non2xx(&alice, &fin));
+    p.assert_all_freed(WAIT);
+}
+
+#[test]
+fn rfc_2543_requests_without_magic_cookie_are_matched_for_retransmissions_and_the_ack() {
+    let bob = Ua::udp("bob");
+    let p = Proxy::start(fast_cfg(), one_target(bob.uri()), no_failure);
+    let alice = Ua::udp("alice");
+    let call_id = token("old-");
+    let inv = alice.request(
+        "INVITE",
+        "sip:bob@example.com",
+        &call_id,
+        "f1",
+        "<sip:bob@example.com>",
+        1,
+        "1234",
+        &[],
+        b"",
+    );
+    alice.send(p.udp, &inv);
+    let (i, src) = bob.wait_req("INVITE");
+    alice.send(p.udp, &inv);
+    alice.wait_resp(100, "INVITE");
+    bob.reply(&i, src, 486, "bt");
+    bob.wait_req("ACK");
+    let fin = alice.wait_final("INVITE", &call_id, WAIT).unwrap();
+    assert_eq!(fin.status(), Some(486));
+    let ack = alice.request(
+        "ACK",
+        "sip:bob@example.com",
+        &call_id,
+        "f1",
+        &to_value(&fin),
+        1,
+        "1234",
+        &[],
+        b"",
+    );
+    alice.send(p.udp, &ack);
+    let extra: Vec<_> = bob.drain(QUIET).iter().map(summary).collect();
+    assert!(
+        extra.is_empty(),
+        "retransmission and ACK absorbed: {extra:?}"
+    );
+    p.assert_all_freed(WAIT);
+    assert_eq!(p.tm.stats().total_invite, 1);
+}
+
+#[test]
+fn t_newtran_then_t_relay_relays_on_the_same_transaction() {
+    let bob = Ua::udp("bob");
+    let uri = bob.uri();
+    let p = Proxy::start(
+        fast_cfg(),
+        move |tm, ctx| {
+            assert_eq!(tm.t_newtran(ctx), Ok(true));
+            assert!(tm.t_check_trans(ctx));
+            set_targets(ctx, &[(uri.clone(), 1000)]);
+        },
+        no_failure,
+    );
+    let alice = Ua::udp("alice");
+    let call = Call::invite(&alice, "sip:bob@example.com", b"");
+    let (_, _, ok) = answer(&p, &alice, &bob, &call);
+    alice.send(p.udp, &call.in_dialog(&alice, "ACK", 1, &ok));
+    bob.wait_req("ACK");
+    p.assert_all_freed(WAIT);
+    assert_eq!(p.tm.stats().total_invite, 1);
+}
+
+#[test]
+fn a_reply_with_a_forged_branch_salt_is_dropped() {
+    let bob = Ua::udp("bob");
+    let p = Proxy::start(fast_cfg(), one_target(bob.uri()), no_failure);
+    let alice = Ua::udp("alice");
+    let call = Call::invite(&alice, "sip:bob@example.com", b"");
+    alice.send(p.udp, &call.bytes);
+    alice.wait_resp(100, "INVITE");
+    let (inv, src) = bob.wait_req("INVITE");
+    let branch = branch_of(&inv);
+    let mut forged_branch = branch.clone().into_bytes();
+    let salt_at = forged_branch.len() - 2;
+    forged_branch[salt_at] = if forged_branch[salt_at] == b'0' {
+        b'1'
+    } else {
+        b'0'
+    };
+    let forged = String::from_utf8(bob.response(&inv, 200, "evil", &[]))
+        .unwrap()
+        .replace(&branch, std::str::from_utf8(&forged_branch).unwrap());
+    bob.send(src, forged.as_bytes());
+    assert!(
+        alice.wait(QUIET, |m| m.status() == Some(200)).is_none(),
+        "not relayed"
+    );
+    assert_eq!(p.tm.stats().forged_replies, 1);
+    bob.reply(&inv, src, 486, "bt");
+    let fin = alice.wait_final("INVITE", &call.call_id, WAIT).unwrap();
+    assert_eq!(fin.status(), Some(486));
+    alice.send(p.udp, &call.ack_non2xx(&alice, &fin));
+    p.assert_all_freed(WAIT);
+}

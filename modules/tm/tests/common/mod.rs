@@ -582,6 +582,17 @@ impl Ua {
     /// Answers `req` (which came from `src`) with `status`: To tag `tag`, our Contact, and for
     /// INVITE its Record-Route copied (RFC 3261 §12.1.1).
     pub fn reply(&self, req: &SipMessage, src: SocketAddr, status: u16, tag: &str) {
+        self.send(src, &self.response(req, status, tag, &[]));
+    }
+
+    /// The response [`reply`](Self::reply) sends, with extra header lines.
+    pub fn response(
+        &self,
+        req: &SipMessage,
+        status: u16,
+        tag: &str,
+        extra: &[(&str, &str)],
+    ) -> Vec<u8> {
         let contact = format!("<{}>", self.uri());
         let rrs: Vec<&[u8]> = req.headers(HeaderName::RecordRoute).collect();
         let mut b = ResponseBuilder::new(req, status).to_tag(tag.as_bytes());
@@ -591,9 +602,12 @@ impl Ua {
                 b = b.header(b"Record-Route", rr);
             }
         }
+        for (n, v) in extra {
+            b = b.header(n.as_bytes(), v.as_bytes());
+        }
         let mut out = Vec::new();
         b.write(&mut out);
-        self.send(src, &out);
+        out
     }
 
     /// A request from this UA.
