@@ -3,9 +3,10 @@
 //!
 //! Layout: one module per table family. [`location`] holds the location table (usrloc's
 //! persistence): the [`location::LocationBackend`] trait and its SQL ([`location::sql`]) and
-//! Redis ([`location::redis`]) implementations. Subscribers (digest auth) and the partition
-//! table (p_usrloc) go beside it as `subscriber` and `cluster` and reuse [`StoreUrl`],
-//! [`StoreConfig`] and the pools built in [`location::sql`].
+//! Redis ([`location::redis`]) implementations. [`subscriber`] holds the subscriber table
+//! (digest auth, SQL only) with its master/replica routing; the partition table (p_usrloc) goes
+//! beside them as `cluster`. All reuse [`StoreUrl`], [`StoreConfig`] and the pools built in
+//! [`location::sql`].
 //!
 //! # URLs
 //! | URL | backend |
@@ -23,6 +24,7 @@
 
 mod error;
 pub mod location;
+pub mod subscriber;
 #[cfg(feature = "testutil")]
 pub mod testutil;
 
