@@ -1,7 +1,8 @@
 //! Runs one sip-msg operation N times, for instruction counting under callgrind.
 //!
 //! `count <op> <n>` with op one of `parse_lenient`, `parse`, `routing_lenient`, `routing`,
-//! `forward`, `frame`. `scripts/bench-instructions.sh` runs it with two values of n and
+//! `forward`, `frame`, or `acc_via|acc_from|acc_to|acc_cseq|acc_route` (one accessor after
+//! `parse_lenient`). `scripts/bench-instructions.sh` runs it with two values of n and
 //! divides the difference of the instruction counts, so process start-up cancels out.
 
 use std::hint::black_box;
@@ -41,6 +42,19 @@ fn main() {
             "parse" => SipMessage::parse(raw).map_or(0, |m| m.header_count()),
             "routing_lenient" => SipMessage::parse_lenient(raw).map_or(0, |m| read_routing(&m)),
             "routing" => SipMessage::parse(raw).map_or(0, |m| read_routing(&m)),
+            // One accessor at a time, after parse_lenient (subtract `parse_lenient`).
+            "acc_via" => SipMessage::parse_lenient(raw).map_or(0, |m| {
+                m.top_via().and_then(|v| v.branch()).map_or(0, <[u8]>::len)
+            }),
+            "acc_from" => SipMessage::parse_lenient(raw)
+                .map_or(0, |m| m.from().and_then(|a| a.tag()).map_or(0, <[u8]>::len)),
+            "acc_to" => SipMessage::parse_lenient(raw)
+                .map_or(0, |m| m.to().and_then(|a| a.tag()).map_or(0, <[u8]>::len)),
+            "acc_cseq" => {
+                SipMessage::parse_lenient(raw).map_or(0, |m| m.cseq().map_or(0, |c| c.seq as usize))
+            }
+            "acc_route" => SipMessage::parse_lenient(raw)
+                .map_or(0, |m| m.top_route().map_or(0, |r| r.uri_raw().len())),
             "forward" => match SipMessage::parse(raw) {
                 Ok(m) => {
                     let r = read_routing(&m);

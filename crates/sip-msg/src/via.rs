@@ -145,12 +145,17 @@ impl<'a> Via<'a> {
         };
         let mut scan = ParamScan::after(v, j, false);
         for p in scan.by_ref() {
-            let slot = match (p.name.len(), word(p.name)) {
-                (6, w) if w == cw(b"branch") => &mut via.branch,
-                (8, w) if w == cw(b"received") => &mut via.received,
-                (5, w) if w == cw(b"maddr") => &mut via.maddr,
-                (3, w) if w == cw(b"ttl") => &mut via.ttl,
-                (5, w) if w == cw(b"rport") => {
+            const BRANCH: u64 = cw(b"branch");
+            const RECEIVED: u64 = cw(b"received");
+            const MADDR: u64 = cw(b"maddr");
+            const TTL: u64 = cw(b"ttl");
+            const RPORT: u64 = cw(b"rport");
+            let slot = match word(p.name) {
+                BRANCH => &mut via.branch,
+                RECEIVED => &mut via.received,
+                MADDR => &mut via.maddr,
+                TTL => &mut via.ttl,
+                RPORT => {
                     if via.rport.is_none() {
                         via.rport = Some(p.value);
                     }
