@@ -40,7 +40,7 @@ pub use format::{http_date, qvalue, received_uri};
 pub use lookup::{LOOKUP_ERROR, LOOKUP_FOUND, LOOKUP_NOT_FOUND};
 pub use metrics::{Metrics, RejectReason};
 pub use rpc::{DUMP_DEFAULT, DUMP_MAX, binding_json};
-pub use save::SaveOutcome;
+pub use save::{RETRANSMISSION_WINDOW_MS, SaveOutcome};
 
 /// The name of the location table (Kamailio's default `location`). `save`, `lookup`...
 /// refuse any other name rather than silently mixing tables.

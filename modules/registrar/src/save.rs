@@ -22,6 +22,11 @@ use crate::format::{contact_value, http_date};
 use crate::metrics::RejectReason;
 use crate::{Registrar, SAVE_NO_EXPIRES_RANGE, SAVE_NO_REPLY, SAVE_ONE_CONTACT};
 
+/// How long after a binding was written a REGISTER with the same Call-ID and CSeq is taken
+/// for a retransmission of the one that wrote it: 64 × T1, the lifetime of a non-INVITE client
+/// transaction (RFC 3261 §17.1.2.2, Timer F). Kamailio's `cseq_delay` (20 s) plays this role.
+pub const RETRANSMISSION_WINDOW_MS: u64 = 32_000;
+
 /// Option tags a REGISTER may `Require` (RFC 3261 §10.3 step 2).
 const SUPPORTED_TAGS: [&[u8]; 1] = [b"path"];
 
@@ -436,7 +441,17 @@ impl Registrar {
                             "Out of order request",
                         ));
                     }
-                    retransmission |= req.cseq == b.cseq;
+                    if req.cseq == b.cseq {
+                        // A retransmission arrives within Timer F of the original; the same
+                        // CSeq later is a UA reusing it, refused as the RFC says.
+                        if e.now_ms().saturating_sub(b.last_modified) > RETRANSMISSION_WINDOW_MS {
+                            return Err(Failure::new(
+                                RejectReason::OutOfOrder,
+                                "Out of order request",
+                            ));
+                        }
+                        retransmission = true;
+                    }
                 }
                 matched.push(OwnedKey::of(b));
             }

@@ -291,6 +291,12 @@ fn a_retransmission_gets_the_same_200_and_changes_nothing() {
     assert_eq!(again.bindings()[0].0, first.bindings()[0].0);
     assert!(first.bindings()[0].1 - again.bindings()[0].1 <= 1);
     assert_eq!(env.bindings(ALICE), before);
+    // Past the retransmission window the same CSeq is a reused one, refused too.
+    let mut ctx = env.ctx(&raw);
+    let later = geosip_usrloc::unix_ms() + geosip_registrar::RETRANSMISSION_WINDOW_MS + 2000;
+    assert_eq!(env.reg.save_at(&mut ctx, "location", 0, later), SAVE_ERROR);
+    assert_eq!(env.recv().status(), 500);
+    assert_eq!(env.bindings(ALICE), before);
 }
 
 #[test]
@@ -766,4 +772,81 @@ fn write_through_to_the_embedded_sqlite_store_survives_a_restart() {
     );
     let (code, r) = env.save(&Reg::new(ALICE));
     assert_eq!((code, r.bindings().len()), (SAVE_QUERIED, 1));
+}
+
+#[test]
+fn mutated_registers_never_panic_and_never_store_more_than_the_limits() {
+    let env = env(RegistrarConfig {
+        max_contacts: 3,
+        ..cfg()
+    });
+    let valid = Reg::new(ALICE)
+        .contact("\"A\" <sip:alice@192.0.2.10:5060;transport=udp>;q=0.5;expires=60;+sip.instance=\"<urn:uuid:1>\";reg-id=1")
+        .contact("<sip:%61lice@[2001:db8::1]>")
+        .expires("120")
+        .header("Path: <sip:edge.example.net;lr>")
+        .header("Supported: path")
+        .header("User-Agent: Phone/1.0")
+        .raw(env.ua_addr().port());
+    let base = env.ctx(&valid);
+    let now = geosip_usrloc::unix_ms();
+    let mut runs = 0;
+    for i in 0..valid.len() {
+        for b in [
+            b'<', b'>', b';', b'%', b',', b'"', b'*', b'=', b':', b'@', 0u8, 0xff, b' ', b'\n',
+        ] {
+            let mut m = valid.clone();
+            m[i] = b;
+            let Ok(msg) = sip_msg::SipMessage::parse_lenient(bytes::Bytes::from(m)) else {
+                continue;
+            };
+            let mut ctx = base.clone();
+            ctx.msg = msg;
+            let out = env.reg.process_register(&ctx, "location", 0, now);
+            assert!(out.code != 0 && (out.status == 0 || (200..700).contains(&out.status)));
+            runs += 1;
+        }
+    }
+    assert!(runs > 1000, "{runs}");
+    let st = env.loc.stats();
+    assert!(st.contacts <= st.aors * 3, "{st:?}");
+}
+
+#[test]
+fn concurrent_registers_of_one_aor_keep_one_binding_per_phone_and_respect_max_contacts() {
+    let env = Arc::new(env(RegistrarConfig {
+        max_contacts: 6,
+        ..cfg()
+    }));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let env = env.clone();
+            std::thread::spawn(move || {
+                let mut reg = Reg::new(ALICE).contact(&format!("<sip:alice@192.0.2.{t}>"));
+                let mut codes = Vec::new();
+                for _ in 0..50 {
+                    let ctx = env.ctx(&reg.raw(env.ua_addr().port()));
+                    codes.push(
+                        env.reg
+                            .process_register(&ctx, "location", 0, geosip_usrloc::unix_ms())
+                            .code,
+                    );
+                    reg = reg.next();
+                }
+                codes
+            })
+        })
+        .collect();
+    let codes: Vec<i32> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let stored = env.stored(ALICE);
+    assert_eq!(stored.len(), 6, "{stored:?}");
+    assert_eq!(codes.iter().filter(|c| **c == SAVE_INSERTED).count(), 6);
+    assert!(
+        codes
+            .iter()
+            .all(|c| [SAVE_INSERTED, SAVE_UPDATED, SAVE_TOO_MANY].contains(c))
+    );
 }
