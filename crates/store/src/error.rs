@@ -18,6 +18,10 @@ pub enum StoreError {
     /// A value cannot be stored in this backend (e.g. non-UTF-8 bytes in a PostgreSQL TEXT column).
     #[error("value cannot be stored: {0}")]
     InvalidValue(String),
+    /// No database can take the call right now (e.g. a partitioning layer whose databases for
+    /// this AOR are all turned off or in maintenance).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -35,7 +39,7 @@ impl StoreError {
     /// an operation may succeed when retried later.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Timeout(_) => true,
+            StoreError::Timeout(_) | StoreError::Unavailable(_) => true,
             StoreError::Sql(e) => matches!(
                 e,
                 sqlx::Error::Io(_)

@@ -334,6 +334,13 @@ fn text_out(v: String) -> Bytes {
     Bytes::from(v.into_bytes())
 }
 
+/// A load cursor that makes [`LocationBackend::load_page`] of an SQL backend continue after the
+/// row `(aor, bkey)` (in the database's `ORDER BY aor, bkey` order). A partitioning layer that
+/// merges the pages of several databases positions each of them after the last row it emitted.
+pub fn cursor_after(aor: &[u8], bkey: &[u8]) -> LoadCursor {
+    encode_cursor(aor, bkey)
+}
+
 fn encode_cursor(aor: &[u8], bkey: &[u8]) -> LoadCursor {
     let mut v = Vec::with_capacity(4 + aor.len() + bkey.len());
     v.extend_from_slice(&(aor.len() as u32).to_le_bytes());
