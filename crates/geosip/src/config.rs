@@ -25,6 +25,10 @@ pub struct Config {
     pub tm: geosip_tm::TmConfig,
     /// `[htable]`: shared key-value tables.
     pub htable: geosip_htable::HtableConfig,
+    /// `[usrloc]`: the location table and its storage mode.
+    pub usrloc: geosip_usrloc::UsrlocConfig,
+    /// `[registrar]`: REGISTER processing.
+    pub registrar: geosip_registrar::RegistrarConfig,
 }
 
 /// `[admin]`.

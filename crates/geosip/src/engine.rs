@@ -17,7 +17,7 @@ use geosip_core::stats::{class_index, method_index};
 use geosip_lua::ScriptEngine;
 use geosip_tm::{Pre, Tm};
 use sip_msg::{Method, SipMessage};
-use sip_transport::{Handler, Proto, Received};
+use sip_transport::{Destination, Handler, Proto, Received};
 
 /// The core's implementation of the transport [`Handler`].
 pub struct Engine {
@@ -39,16 +39,26 @@ impl Engine {
         if let Err(e) = msg.validate() {
             stats.parse_error(e.kind().as_str());
             self.log_bad(info.src, "bad request", e.kind().as_str());
-            // Answer when a reply can be routed (RFC 3261 §8.2: 400, or 505 for the version);
-            // never answer an ACK.
-            if msg.method() != Some(Method::Ack)
-                && let Some(via) = msg.top_via()
-            {
-                let stamp = ViaStamp::compute(&via, info.src, self.core.cfg.force_rport);
-                let mut ctx = MsgCtx::new(msg, info, now, stamp);
+            // Answer 400 (505 for the version) unless it is an ACK (RFC 3261 §8.2, §17.2.1).
+            // When the top Via itself is unusable the answer goes back to the packet's source.
+            if msg.method() != Some(Method::Ack) {
                 let status = e.status();
-                let reason = e.to_string();
-                let _ = self.core.reply(&mut ctx, status, Some(short_reason(status, &reason)), &[], None);
+                let reason = sip_msg::reason_phrase(status).as_bytes();
+                let dst = match msg.top_via() {
+                    Some(via) => {
+                        let stamp = ViaStamp::compute(&via, info.src, self.core.cfg.force_rport);
+                        geosip_core::out::reply_destination(&info, &via, &stamp)
+                    }
+                    None => Destination { proto: info.proto, addr: info.src, conn: info.conn, socket: Some(info.socket) },
+                };
+                let tag = self.core.local_to_tag(&msg);
+                let sent = geosip_core::fwd::with_out_buf(|buf| {
+                    msg.write_error_response_raw(status, reason, Some(&tag), buf);
+                    self.core.send(&dst, buf)
+                });
+                if sent.is_ok() {
+                    stats.tx_replies[class_index(status)].inc();
+                }
             } else {
                 stats.dropped_requests.inc();
             }
@@ -99,11 +109,6 @@ impl Engine {
             stats.dropped_replies.inc();
         }
     }
-}
-
-/// A short reason phrase for a locally generated error reply.
-fn short_reason(status: u16, _detail: &str) -> &'static [u8] {
-    sip_msg::reason_phrase(status).as_bytes()
 }
 
 impl Handler for Engine {

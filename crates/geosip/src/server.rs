@@ -10,7 +10,9 @@ use geosip_core::metrics::Registry;
 use geosip_core::rpc::{RpcError, RpcRegistry};
 use geosip_htable::Htable;
 use geosip_lua::{Modules, ScriptEngine};
+use geosip_registrar::Registrar;
 use geosip_tm::Tm;
+use geosip_usrloc::Location;
 use serde_json::json;
 use sip_transport::{ListenSpec, Transports};
 
@@ -22,7 +24,7 @@ use crate::{CommonOpts, RunOpts};
 pub struct Server {
     pub core: Arc<Core>,
     pub script: Arc<ScriptEngine>,
-    pub tm: Arc<Tm>,
+    pub location: Arc<Location>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -72,7 +74,10 @@ pub fn check_config(file: &Path, sets: &[String]) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let transports = Transports::bind(cfg.transport.clone(), &[], rt.handle().clone())?;
     let core = Arc::new(Core::new(cfg.core.clone(), transports, Registry::new(), RpcRegistry::new(), 1));
-    let mods = Modules { core, htable: Arc::new(Htable::new(cfg.htable.clone())) };
+    let tm = Tm::new(Arc::clone(&core), cfg.tm.clone());
+    let location = Arc::new(Location::memory(cfg.usrloc.clone()));
+    let registrar = Registrar::new(Arc::clone(&core), location, cfg.registrar.clone());
+    let mods = Modules { core, htable: Arc::new(Htable::new(cfg.htable.clone())), tm, registrar };
     ScriptEngine::check(cfg.script.clone(), base_dir(Some(file)).as_deref(), mods)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
@@ -114,12 +119,34 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
     register_transport_metrics(&core);
     let htable = Arc::new(Htable::new(cfg.htable.clone()));
     let tm = Tm::new(Arc::clone(&core), cfg.tm.clone());
-    let mods = Modules { core: Arc::clone(&core), htable: Arc::clone(&htable) };
+    let location = Arc::new(
+        Location::open(cfg.usrloc.clone(), &data_dir, rt.handle().clone())
+            .map_err(|e| anyhow::anyhow!("usrloc: cannot open the location store: {e}"))?,
+    );
+    let registrar = Registrar::new(Arc::clone(&core), Arc::clone(&location), cfg.registrar.clone());
+    let mods = Modules {
+        core: Arc::clone(&core),
+        htable: Arc::clone(&htable),
+        tm: Arc::clone(&tm),
+        registrar: Arc::clone(&registrar),
+    };
     let script = ScriptEngine::load(cfg.script.clone(), base_dir(loaded.file.as_deref()).as_deref(), mods)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     tm.set_routes(script.clone());
 
-    let mut server = Server { core: Arc::clone(&core), script: Arc::clone(&script), tm: Arc::clone(&tm), threads: Vec::new() };
+    let mut server = Server {
+        core: Arc::clone(&core),
+        script: Arc::clone(&script),
+        location: Arc::clone(&location),
+        threads: Vec::new(),
+    };
+    // The location service sweeps expired bindings and flushes write-back on its own runtime
+    // when usrloc.timer_interval_s > 0; otherwise the registrar's timer does it.
+    let _registrar_timers = if cfg.usrloc.timer_interval_s == 0 {
+        Some(registrar.spawn_timers(Duration::from_secs(10))?)
+    } else {
+        None
+    };
     server.threads.push(Tm::spawn_timer(&tm));
     {
         let h = Arc::clone(&htable);
@@ -166,6 +193,12 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     transports.shutdown();
+    tm.shutdown();
+    // Write-back: the last dirty bindings reach the store before exit.
+    if let Err(e) = server.location.flush() {
+        tracing::warn!(error = %e, "final location flush failed");
+    }
+    drop(server);
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(())
 }

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use geosip_core::Core;
 use geosip_core::ctx::{MsgCtx, Target};
 use geosip_htable::{Htable, Value as HValue};
+use geosip_registrar::Registrar;
+use geosip_tm::{Tm, TmError};
 use mlua::{Lua, LuaString, Table, Value};
 use sip_msg::{HeaderName, SipMessage, Uri};
 
@@ -23,6 +25,10 @@ pub struct Modules {
     pub core: Arc<Core>,
     /// Shared tables.
     pub htable: Arc<Htable>,
+    /// Transactions.
+    pub tm: Arc<Tm>,
+    /// Registrar (with its location service).
+    pub registrar: Arc<Registrar>,
 }
 
 fn no_ctx() -> mlua::Error {
@@ -77,7 +83,7 @@ macro_rules! func {
 pub(crate) fn install(lua: &Lua, m: &Modules, vars: &BTreeMap<String, String>) -> mlua::Result<()> {
     let ksr = lua.create_table()?;
     core_fns(lua, &ksr, m)?;
-    ksr.set("pv", pv_table(lua)?)?;
+    ksr.set("pv", pv_table(lua, m)?)?;
     ksr.set("hdr", hdr_table(lua)?)?;
     ksr.set("sl", sl_table(lua, m)?)?;
     ksr.set("options", options_table(lua, m)?)?;
@@ -87,6 +93,8 @@ pub(crate) fn install(lua: &Lua, m: &Modules, vars: &BTreeMap<String, String>) -
     ksr.set("sanity", sanity_table(lua, m)?)?;
     ksr.set("htable", htable_table(lua, m)?)?;
     ksr.set("x", x_table(lua)?)?;
+    ksr.set("tm", tm_table(lua, m)?)?;
+    ksr.set("registrar", registrar_table(lua, m)?)?;
     let cfg = lua.create_table()?;
     let vars = vars.clone();
     func!(lua, cfg, "get", move |lua, name: LuaString| {
@@ -212,7 +220,7 @@ fn core_fns(lua: &Lua, ksr: &Table, m: &Modules) -> mlua::Result<()> {
     Ok(())
 }
 
-fn pv_table(lua: &Lua) -> mlua::Result<Table> {
+fn pv_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     fn get(name: &str) -> mlua::Result<Pv> {
         let r = REPLY.with(|r| {
@@ -226,19 +234,28 @@ fn pv_table(lua: &Lua) -> mlua::Result<Table> {
         if let Some(v) = r {
             return Ok(v);
         }
-        if name == "$T_reply_code" || name == "$T_rpl_code" {
-            return Ok(crate::bindings::failure_status().map_or(Pv::Null, |s| Pv::Int(i64::from(s))));
-        }
         with_ctx(|ctx| pv::get_req(ctx, name))
     }
-    func!(lua, t, "get", |lua, name: LuaString| pv_to_lua(lua, get(&str_of(&name))?));
-    func!(lua, t, "gete", |lua, name: LuaString| {
-        match get(&str_of(&name))? {
+    let get_tm = {
+        let tm = Arc::clone(&m.tm);
+        move |name: &str| -> mlua::Result<Pv> {
+            if name == "$T_reply_code" || name == "$T_rpl_code" {
+                return Ok(tm.t_get_status_code().map_or(Pv::Null, |s| Pv::Int(i64::from(s))));
+            }
+            get(name)
+        }
+    };
+    let g = get_tm.clone();
+    func!(lua, t, "get", move |lua, name: LuaString| pv_to_lua(lua, g(&str_of(&name))?));
+    let g = get_tm.clone();
+    func!(lua, t, "gete", move |lua, name: LuaString| {
+        match g(&str_of(&name))? {
             Pv::Null => Ok(Value::String(lua.create_string("")?)),
             v => pv_to_lua(lua, v),
         }
     });
-    func!(lua, t, "is_null", |_, name: LuaString| Ok(get(&str_of(&name))? == Pv::Null));
+    let g = get_tm;
+    func!(lua, t, "is_null", move |_, name: LuaString| Ok(g(&str_of(&name))? == Pv::Null));
     func!(lua, t, "sets", |_, (name, val): (LuaString, LuaString)| {
         let name = str_of(&name);
         let val = bytes_of(&val);
@@ -256,14 +273,9 @@ fn pv_table(lua: &Lua) -> mlua::Result<Table> {
     Ok(t)
 }
 
-/// The status code the current failure route is handling, if any (set by tm).
-pub(crate) fn failure_status() -> Option<u16> {
-    FAILURE_STATUS.with(|s| s.get())
-}
-
 thread_local! {
-    /// Winning status of the transaction whose failure route runs on this thread.
-    pub(crate) static FAILURE_STATUS: std::cell::Cell<Option<u16>> = const { std::cell::Cell::new(None) };
+    /// The last tm error on this thread, for `KSR.sl.sl_reply_error()`.
+    static LAST_ERROR: std::cell::Cell<Option<TmError>> = const { std::cell::Cell::new(None) };
 }
 
 fn hdr_table(lua: &Lua) -> mlua::Result<Table> {
@@ -331,6 +343,24 @@ fn split_header_line(line: &[u8]) -> Option<(&[u8], &[u8])> {
 
 fn sl_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
     let t = lua.create_table()?;
+    let core = Arc::clone(&m.core);
+    // Kamailio's sl_reply_error(): answers with the status of the last internal error
+    // (t_relay's), 500 when there was none; 503 carries Retry-After.
+    func!(lua, t, "sl_reply_error", move |_, ()| {
+        let err = LAST_ERROR.with(|e| e.take());
+        with_ctx(|ctx| {
+            let (status, reason, retry) = match &err {
+                Some(e) => (e.status(), e.reason(), e.retry_after()),
+                None => (500, "Server Internal Error", None),
+            };
+            let ra = retry.map(|r| r.to_string());
+            let hdrs: Vec<(&[u8], &[u8])> = ra.iter().map(|r| (&b"Retry-After"[..], r.as_bytes())).collect();
+            match core.reply(ctx, status, Some(reason.as_bytes()), &hdrs, None) {
+                Ok(()) => 1,
+                Err(_) => -1,
+            }
+        })
+    });
     for name in ["send_reply", "sl_send_reply"] {
         let core = Arc::clone(&m.core);
         t.set(
@@ -479,6 +509,90 @@ fn x_table(lua: &Lua) -> mlua::Result<Table> {
     func!(lua, t, "drop", |_, ()| -> mlua::Result<()> {
         DROPPED.with(|d| d.set(true));
         Err(mlua::Error::RuntimeError(EXIT.into()))
+    });
+    Ok(t)
+}
+
+fn route_name(name: &LuaString) -> Option<Arc<str>> {
+    let n = name.to_string_lossy();
+    (!n.is_empty()).then(|| Arc::from(n.as_str()))
+}
+
+fn tm_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    let tm = Arc::clone(&m.tm);
+    func!(lua, t, "t_relay", move |_, ()| {
+        take_ctx(|ctx| match tm.t_relay(ctx) {
+            Ok(()) => 1,
+            Err(e) => {
+                tracing::debug!(error = %e.reason(), "t_relay failed");
+                LAST_ERROR.with(|l| l.set(Some(e)));
+                -1
+            }
+        })
+    });
+    let tm = Arc::clone(&m.tm);
+    func!(lua, t, "t_reply", move |_, (code, reason): (u16, Option<LuaString>)| {
+        let reason = reason.map(|r| bytes_of(&r));
+        take_ctx(|ctx| match tm.t_reply(ctx, code, reason.as_deref(), &[]) {
+            Ok(()) => 1,
+            Err(e) => {
+                LAST_ERROR.with(|l| l.set(Some(e)));
+                -1
+            }
+        })
+    });
+    let tm = Arc::clone(&m.tm);
+    func!(lua, t, "t_newtran", move |_, ()| {
+        take_ctx(|ctx| match tm.t_newtran(ctx) {
+            Ok(true) => 1,
+            Ok(false) => 0,
+            Err(e) => {
+                LAST_ERROR.with(|l| l.set(Some(e)));
+                -1
+            }
+        })
+    });
+    let tm = Arc::clone(&m.tm);
+    func!(lua, t, "t_check_trans", move |_, ()| take_ctx(|ctx| if tm.t_check_trans(ctx) { 1 } else { -1 }));
+    func!(lua, t, "t_on_failure", |_, name: LuaString| with_ctx(|c| c.on_failure = route_name(&name)).map(|_| 1));
+    func!(lua, t, "t_on_branch", |_, name: LuaString| with_ctx(|c| c.on_branch = route_name(&name)).map(|_| 1));
+    func!(lua, t, "t_on_reply", |_, name: LuaString| with_ctx(|c| c.on_reply = route_name(&name)).map(|_| 1));
+    let tm = Arc::clone(&m.tm);
+    func!(lua, t, "t_next_contacts", move |_, ()| take_ctx(|ctx| if tm.t_next_contacts(ctx) { 1 } else { -1 }));
+    // Kamailio needs t_load_contacts() before t_next_contacts(); here lookup() already
+    // orders the contacts and t_relay() keeps the lower q groups, so it only says yes.
+    func!(lua, t, "t_load_contacts", |_, ()| Ok(1));
+    let tm = Arc::clone(&m.tm);
+    func!(lua, t, "t_is_canceled", move |_, ()| Ok(tm.t_is_canceled()));
+    let tm = Arc::clone(&m.tm);
+    func!(lua, t, "t_branch_timeout", move |_, ()| Ok(tm.t_branch_timeout()));
+    let tm = Arc::clone(&m.tm);
+    func!(lua, t, "t_get_status_code", move |_, ()| Ok(tm.t_get_status_code().map_or(-1, i64::from)));
+    Ok(t)
+}
+
+fn registrar_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    let r = Arc::clone(&m.registrar);
+    func!(lua, t, "save", move |_, (table, flags): (LuaString, Option<u32>)| {
+        let table = str_of(&table);
+        take_ctx(|ctx| r.save(ctx, &table, flags.unwrap_or(0)))
+    });
+    let r = Arc::clone(&m.registrar);
+    func!(lua, t, "lookup", move |_, table: LuaString| {
+        let table = str_of(&table);
+        with_ctx(|ctx| r.lookup(ctx, &table))
+    });
+    let r = Arc::clone(&m.registrar);
+    func!(lua, t, "registered", move |_, (table, uri): (LuaString, Option<LuaString>)| {
+        let table = str_of(&table);
+        let uri = uri.map(|u| bytes_of(&u));
+        with_ctx(|ctx| r.registered(ctx, &table, uri.as_deref()))
+    });
+    let r = Arc::clone(&m.registrar);
+    func!(lua, t, "unregister", move |_, (table, uri): (LuaString, LuaString)| {
+        Ok(r.unregister(&str_of(&table), &uri.as_bytes()))
     });
     Ok(t)
 }

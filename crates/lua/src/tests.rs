@@ -5,6 +5,16 @@ use std::time::Duration;
 use geosip_core::config::CoreConfig;
 use geosip_core::testutil::{core_on, ctx_for};
 use geosip_htable::{Htable, HtableConfig};
+use geosip_registrar::{Registrar, RegistrarConfig};
+use geosip_tm::{Tm, TmConfig};
+use geosip_usrloc::{Location, UsrlocConfig};
+
+fn mods(core: &Arc<Core>) -> Modules {
+    let tm = Tm::new(Arc::clone(core), TmConfig::default());
+    let loc = Arc::new(Location::memory(UsrlocConfig::default()));
+    let registrar = Registrar::new(Arc::clone(core), loc, RegistrarConfig::default());
+    Modules { core: Arc::clone(core), htable: Arc::new(Htable::new(HtableConfig::default())), tm, registrar }
+}
 
 use super::*;
 
@@ -15,8 +25,8 @@ fn engine_with(code: &str) -> (Result<Arc<ScriptEngine>, ScriptError>, Arc<Core>
     let file = dir.join(format!("route{}.lua", code.len()));
     std::fs::write(&file, code).unwrap();
     let cfg = ScriptConfig { file: Some(file.clone()), ..ScriptConfig::default() };
-    let mods = Modules { core: Arc::clone(&core), htable: Arc::new(Htable::new(HtableConfig::default())) };
-    (ScriptEngine::load(cfg, None, mods), core, rt, file)
+    let m = mods(&core);
+    (ScriptEngine::load(cfg, None, m), core, rt, file)
 }
 
 fn options_from(ua: &UdpSocket, core: &Core) -> MsgCtx {
@@ -37,8 +47,7 @@ fn recv(ua: &UdpSocket) -> String {
 #[test]
 fn the_embedded_default_script_loads() {
     let (core, _rt) = core_on(&["udp:127.0.0.1:0"], CoreConfig::default());
-    let mods = Modules { core, htable: Arc::new(Htable::new(HtableConfig::default())) };
-    let e = ScriptEngine::load(ScriptConfig::default(), None, mods).unwrap();
+    let e = ScriptEngine::load(ScriptConfig::default(), None, mods(&core)).unwrap();
     assert_eq!(e.script_name(), "<embedded route.lua>");
 }
 

@@ -254,7 +254,7 @@ impl Ua {
                     if data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
                         continue;
                     }
-                    return SipMessage::parse(data).ok();
+                    return SipMessage::parse_lenient(data).ok();
                 }
                 Err(_) => return None,
             }
@@ -393,10 +393,10 @@ pub fn register(user: &str, domain: &str, contact: &str, ua: SocketAddr, expires
 pub fn response_to(req: &SipMessage, status: u16, reason: &str, to_tag: Option<&str>, extra: &str) -> String {
     let mut out = format!("SIP/2.0 {status} {reason}\r\n");
     for l in req.header_lines() {
-        let name = String::from_utf8_lossy(l.name).to_ascii_lowercase();
+        let name = String::from_utf8_lossy(l.name_bytes).to_ascii_lowercase();
         let keep = matches!(name.as_str(), "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" | "record-route");
         if keep {
-            out.push_str(&format!("{}: {}\r\n", String::from_utf8_lossy(l.name), String::from_utf8_lossy(l.value)));
+            out.push_str(&format!("{}: {}\r\n", String::from_utf8_lossy(l.name_bytes), String::from_utf8_lossy(l.value)));
         }
         if name == "to" || name == "t" {
             let v = String::from_utf8_lossy(l.value);
