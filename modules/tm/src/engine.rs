@@ -505,7 +505,7 @@ impl Tm {
             101..=199 => {
                 if invite {
                     if !self.cfg.restart_fr_on_each_reply && t.branches[idx].fr_inv_at.is_none() {
-                        t.branches[idx].fr_inv_at = Some(now + self.timers.fr_inv_timer);
+                        t.branches[idx].fr_inv_at = now.checked_add(self.timers.fr_inv_timer);
                     }
                     if keep {
                         self.relay_up(t, &msg, status, now);

@@ -179,7 +179,10 @@ impl Tm {
         let next = t
             .next_deadline(self.wait)
             // Nothing to wait for but not freeable: look again in a second rather than leak.
-            .unwrap_or_else(|| now + std::time::Duration::from_secs(1));
+            .unwrap_or_else(|| {
+                now.checked_add(std::time::Duration::from_secs(1))
+                    .unwrap_or(now)
+            });
         if !force && t.timer.is_some() && t.timer_at == Some(next) {
             return;
         }
