@@ -344,9 +344,15 @@ pub fn stamp_top_via(msg: &SipMessage, stamp: &ViaStamp, edits: &mut Edits) {
     // Rebuild: sent-protocol and sent-by as received, then every param except the ones we set.
     let params = via.params();
     let params_raw = params.raw();
-    let head_len = offset_in(raw, params_raw).map(|o| o.saturating_sub(1)).unwrap_or(raw.len());
-    let head_len = if params_raw.is_empty() { raw.len() } else { head_len };
-    v.extend_from_slice(&raw[..head_len.min(raw.len())]);
+    // Everything before the parameters (sent-protocol and sent-by), without the `;`.
+    let mut head = match offset_in(raw, params_raw) {
+        Some(o) if !params_raw.is_empty() => &raw[..o],
+        _ => raw,
+    };
+    while let [rest @ .., b';' | b' ' | b'\t'] = head {
+        head = rest;
+    }
+    v.extend_from_slice(head);
     for p in params.iter() {
         let is_rport = p.name.eq_ignore_ascii_case(b"rport");
         let is_received = p.name.eq_ignore_ascii_case(b"received");
@@ -387,4 +393,36 @@ pub fn is_uri_myself(core: &Core, uri: &[u8]) -> bool {
 /// A `Bytes` copy of the Request-URI.
 pub fn ruri_bytes(msg: &SipMessage) -> Bytes {
     msg.request_uri_bytes().map(Bytes::copy_from_slice).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn stamped(via: &str, stamp: ViaStamp) -> String {
+        let raw = format!(
+            "OPTIONS sip:a@b SIP/2.0\r\nVia: {via}\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        let msg = SipMessage::parse(Bytes::from(raw)).unwrap();
+        let mut e = Edits::new();
+        stamp_top_via(&msg, &stamp, &mut e);
+        let mut out = Vec::new();
+        msg.write_with(&e, &mut out);
+        let s = String::from_utf8(out).unwrap();
+        s.lines().find(|l| l.starts_with("Via:")).unwrap().to_string()
+    }
+
+    #[test]
+    fn the_stamp_keeps_sent_by_and_params_and_sets_received_and_rport() {
+        let st = ViaStamp { received: Some("192.0.2.1".parse().unwrap()), rport: Some(40733) };
+        assert_eq!(
+            stamped("SIP/2.0/UDP 10.0.0.1:40733;branch=z9hG4bK1;rport", st),
+            "Via: SIP/2.0/UDP 10.0.0.1:40733;branch=z9hG4bK1;received=192.0.2.1;rport=40733"
+        );
+        assert_eq!(
+            stamped("SIP/2.0/UDP 10.0.0.1:5060 ;branch=z9hG4bK1", ViaStamp { received: None, rport: Some(7) }),
+            "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=7"
+        );
+    }
 }

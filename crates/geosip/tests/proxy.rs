@@ -1,0 +1,361 @@
+//! The stateful proxy with the default script, on the wire: callees register, callers call
+//! through the server; every assertion is about who received what.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use sip_msg::SipMessage;
+
+/// Registers `user` at the server with a contact pointing at `ua`.
+fn reg(s: &Server, ua: &Ua, user: &str, _q: Option<&str>) {
+    let contact = format!("sip:{user}@{}", ua.addr);
+    let r = register(user, "127.0.0.1", &contact, ua.addr, 3600, &format!("reg-{}", uniq()), 1, "");
+    ua.send(s.udp, r.as_bytes());
+    ua.expect_status(200);
+}
+
+fn invite(caller: &Ua, s: &Server, user: &str) -> (String, String) {
+    let u = uniq();
+    let call_id = format!("call-{u}");
+    let msg = format!(
+        "INVITE sip:{user}@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {ca};branch=z9hG4bK{u}\r\nMax-Forwards: 70\r\nFrom: <sip:caller@example.com>;tag=c{u}\r\nTo: <sip:{user}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{ca}>\r\nContent-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
+        port = s.udp.port(),
+        ca = caller.addr
+    );
+    caller.send(s.udp, msg.as_bytes());
+    (msg, call_id)
+}
+
+/// Receives the next request with `method`, skipping anything else.
+fn expect_request(ua: &Ua, method: &str) -> SipMessage {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        if let Some(m) = ua.recv(left)
+            && m.method_bytes() == Some(method.as_bytes())
+        {
+            return m;
+        }
+    }
+    panic!("{method} not received");
+}
+
+/// The callee's 2xx/1xx to an INVITE it received: copies Via, Record-Route etc.
+fn answer(callee: &Ua, inv: &SipMessage, status: u16, reason: &str, tag: &str) {
+    let contact = format!("Contact: <sip:callee@{}>\r\n", callee.addr);
+    let r = response_to(inv, status, reason, Some(tag), &contact);
+    let top = inv.top_via().unwrap();
+    let host = String::from_utf8_lossy(top.host().raw()).into_owned();
+    let port = top.port().unwrap_or(5060);
+    let to: SocketAddr = format!("{host}:{port}").parse().unwrap();
+    callee.send(to, r.as_bytes());
+}
+
+/// An in-dialog request from a UA, following the route set `routes` (in order) to `target`.
+fn in_dialog(from: &Ua, s: &Server, method: &str, target: &str, routes: &[String], call_id: &str, from_tag: &str, to_tag: &str, cseq: u32) {
+    let u = uniq();
+    let route_hdr = if routes.is_empty() { String::new() } else { format!("Route: {}\r\n", routes.join(", ")) };
+    let msg = format!(
+        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bK{u}\r\nMax-Forwards: 70\r\n{route_hdr}From: <sip:x@example.com>;tag={from_tag}\r\nTo: <sip:y@example.com>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        a = from.addr
+    );
+    from.send(s.udp, msg.as_bytes());
+}
+
+fn record_routes(m: &SipMessage) -> Vec<String> {
+    m.record_routes().map(|r| String::from_utf8_lossy(r.raw()).into_owned()).collect()
+}
+
+#[test]
+fn a_basic_call_goes_through_record_route_and_either_side_can_hang_up() {
+    let s = Server::start(&[]);
+    let callee = Ua::new();
+    reg(&s, &callee, "bob", None);
+    for bye_from_callee in [false, true] {
+        let caller = Ua::new();
+        let (_inv, call_id) = invite(&caller, &s, "bob");
+        caller.expect_status(100);
+        let inv = expect_request(&callee, "INVITE");
+        assert_eq!(inv.request_uri_bytes(), Some(format!("sip:bob@{}", callee.addr).as_bytes()));
+        let rr = record_routes(&inv);
+        assert_eq!(rr.len(), 1, "one Record-Route from the proxy");
+        answer(&callee, &inv, 180, "Ringing", "t1");
+        caller.expect_status(180);
+        answer(&callee, &inv, 200, "OK", "t1");
+        let ok = caller.expect_status(200);
+        let caller_routes = record_routes(&ok);
+        assert_eq!(caller_routes, rr, "the caller sees the proxy's Record-Route");
+        let from_tag = String::from_utf8_lossy(ok.from_tag().unwrap()).into_owned();
+        // ACK and BYE follow the route set.
+        in_dialog(&caller, &s, "ACK", &format!("sip:callee@{}", callee.addr), &caller_routes, &call_id, &from_tag, "t1", 1);
+        let ack = expect_request(&callee, "ACK");
+        assert!(ack.header_by_name(b"Route").is_none(), "our Route entry was consumed");
+        if bye_from_callee {
+            in_dialog(&callee, &s, "BYE", &format!("sip:caller@{}", caller.addr), &rr, &call_id, "t1", &from_tag, 1);
+            let bye = expect_request(&caller, "BYE");
+            answer_req(&caller, &bye);
+            callee.expect_status(200);
+        } else {
+            in_dialog(&caller, &s, "BYE", &format!("sip:callee@{}", callee.addr), &caller_routes, &call_id, &from_tag, "t1", 2);
+            let bye = expect_request(&callee, "BYE");
+            answer_req(&callee, &bye);
+            caller.expect_status(200);
+        }
+    }
+}
+
+fn answer_req(ua: &Ua, req: &SipMessage) {
+    answer(ua, req, 200, "OK", "t1");
+}
+
+#[test]
+fn cancel_before_answer_gets_200_and_487_and_the_callee_gets_the_cancel() {
+    let s = Server::start(&[]);
+    let callee = Ua::new();
+    reg(&s, &callee, "carol", None);
+    let caller = Ua::new();
+    let (inv_text, _) = invite(&caller, &s, "carol");
+    caller.expect_status(100);
+    let inv = expect_request(&callee, "INVITE");
+    answer(&callee, &inv, 180, "Ringing", "t9");
+    caller.expect_status(180);
+    // CANCEL: same R-URI, Via, From, To, Call-ID, CSeq number.
+    let cancel = inv_text
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace("Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n", "Content-Length: 0\r\n\r\n");
+    caller.send(s.udp, cancel.as_bytes());
+    let c = caller.expect_status(200);
+    assert_eq!(c.cseq().unwrap().method.as_bytes(), b"CANCEL");
+    let fwd_cancel = expect_request(&callee, "CANCEL");
+    answer(&callee, &fwd_cancel, 200, "OK", "t9");
+    answer(&callee, &inv, 487, "Request Terminated", "t9");
+    let r = caller.expect_status(487);
+    assert_eq!(r.cseq().unwrap().method.as_bytes(), b"INVITE");
+    // The proxy ACKs the 487 hop by hop.
+    let ack = expect_request(&callee, "ACK");
+    assert_eq!(ack.cseq().unwrap().method.as_bytes(), b"ACK");
+}
+
+#[test]
+fn invite_retransmissions_are_absorbed_so_the_callee_sees_one_invite() {
+    let s = Server::start(&[]);
+    let callee = Ua::new();
+    reg(&s, &callee, "dave", None);
+    let caller = Ua::new();
+    let (inv_text, _) = invite(&caller, &s, "dave");
+    for _ in 0..3 {
+        caller.send(s.udp, inv_text.as_bytes());
+    }
+    let first = expect_request(&callee, "INVITE");
+    // A provisional stops the proxy's own retransmissions (Timer A); the caller's three
+    // retransmissions must not reach the callee.
+    answer(&callee, &first, 180, "Ringing", "td");
+    callee.expect_silence(Duration::from_millis(700));
+    // Each retransmission was answered from the transaction (100 or the latest 180).
+    assert!(caller.recv(Duration::from_secs(2)).is_some());
+}
+
+#[test]
+fn parallel_forking_relays_the_first_2xx_and_cancels_the_other_branch() {
+    let s = Server::start(&[]);
+    let a = Ua::new();
+    let b = Ua::new();
+    reg(&s, &a, "erin", None);
+    // A second contact for the same AOR, same q: both ring in parallel.
+    let r = register("erin", "127.0.0.1", &format!("sip:erin@{}", b.addr), b.addr, 3600, &format!("reg-{}", uniq()), 1, "");
+    b.send(s.udp, r.as_bytes());
+    b.expect_status(200);
+    let caller = Ua::new();
+    invite(&caller, &s, "erin");
+    let ia = expect_request(&a, "INVITE");
+    let ib = expect_request(&b, "INVITE");
+    answer(&a, &ia, 180, "Ringing", "ta");
+    answer(&b, &ib, 180, "Ringing", "tb");
+    answer(&a, &ia, 200, "OK", "ta");
+    let ok = caller.expect_status(200);
+    assert_eq!(ok.to_tag(), Some(&b"ta"[..]));
+    let c = expect_request(&b, "CANCEL");
+    answer(&b, &c, 200, "OK", "tb");
+    answer(&b, &ib, 487, "Request Terminated", "tb");
+    // The caller never sees the 487 of the cancelled branch.
+    caller.expect_silence(Duration::from_millis(500));
+}
+
+#[test]
+fn serial_forking_tries_the_lower_q_contact_after_486_through_the_failure_route() {
+    let s = Server::start(&[]);
+    let hi = Ua::new();
+    let lo = Ua::new();
+    for (ua, q) in [(&hi, "1.0"), (&lo, "0.5")] {
+        let r = register("frank", "127.0.0.1", &format!("sip:frank@{}>;q={q};x=<y", ua.addr), ua.addr, 3600, &format!("reg-{}", uniq()), 1, "")
+            .replace(";x=<y>", "");
+        ua.send(s.udp, r.as_bytes());
+        ua.expect_status(200);
+    }
+    let caller = Ua::new();
+    invite(&caller, &s, "frank");
+    let ih = expect_request(&hi, "INVITE");
+    lo.expect_silence(Duration::from_millis(300));
+    answer(&hi, &ih, 486, "Busy Here", "th");
+    let il = expect_request(&lo, "INVITE");
+    answer(&lo, &il, 200, "OK", "tl");
+    let ok = caller.expect_status(200);
+    assert_eq!(ok.to_tag(), Some(&b"tl"[..]));
+}
+
+#[test]
+fn an_unanswered_invite_ends_with_408_after_fr_inv_timer() {
+    let s = Server::start(&["--set", "tm.fr_inv_timer=1000", "--set", "tm.fr_timer=1000"]);
+    let callee = Ua::new();
+    reg(&s, &callee, "gina", None);
+    let caller = Ua::new();
+    invite(&caller, &s, "gina");
+    let inv = expect_request(&callee, "INVITE");
+    answer(&callee, &inv, 180, "Ringing", "tg");
+    caller.expect_status(180);
+    // No final answer: after fr_inv_timer the proxy CANCELs the branch and answers 408.
+    let c = expect_request(&callee, "CANCEL");
+    answer(&callee, &c, 200, "OK", "tg");
+    answer(&callee, &inv, 487, "Request Terminated", "tg");
+    caller.expect_status(408);
+}
+
+#[test]
+fn a_call_to_an_unknown_user_gets_404_and_max_forwards_zero_gets_483() {
+    let s = Server::start(&[]);
+    let caller = Ua::new();
+    invite(&caller, &s, "nobody");
+    caller.expect_status(404);
+    let msg = request("MESSAGE", "sip:x@example.com", caller.addr, "UDP", "", "").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    caller.send(s.udp, msg.as_bytes());
+    caller.expect_status(483);
+}
+
+#[test]
+fn a_udp_caller_reaches_a_tcp_callee_and_a_30_kb_invite_crosses_tcp() {
+    let s = Server::start(&[]);
+    let tcp = s.tcp.unwrap();
+    // The callee listens on TCP and registers a transport=tcp contact over TCP.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let la = listener.local_addr().unwrap();
+    let mut reg_conn = TcpUa::connect(tcp);
+    let r = register("hank", "127.0.0.1", &format!("sip:hank@{la};transport=tcp"), reg_conn.addr, 3600, &format!("reg-{}", uniq()), 1, "")
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    reg_conn.send(r.as_bytes());
+    reg_conn.expect_status(200);
+    // A 30 KB INVITE from a UDP caller would not fit a datagram path MTU but fits the 64 KB
+    // limit; the proxy relays it over TCP to the callee.
+    let caller = Ua::new();
+    let body = "a=x-filler:".to_string() + &"y".repeat(30_000) + "\r\n";
+    let u = uniq();
+    let msg = format!(
+        "INVITE sip:hank@127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{u}\r\nMax-Forwards: 70\r\nFrom: <sip:caller@example.com>;tag=c{u}\r\nTo: <sip:hank@127.0.0.1>\r\nCall-ID: big-{u}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        s.udp.port(),
+        caller.addr,
+        caller.addr,
+        body.len()
+    );
+    caller.send(s.udp, msg.as_bytes());
+    // The registered contact is on our own listener, or the registration connection (NAT
+    // rule: registered over TCP → back over that connection).
+    listener.set_nonblocking(false).unwrap();
+    let inv = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut got = None;
+        while got.is_none() && std::time::Instant::now() < deadline {
+            if let Some(m) = reg_conn.recv(Duration::from_millis(200))
+                && m.method_bytes() == Some(b"INVITE")
+            {
+                got = Some((m, None));
+                break;
+            }
+            listener.set_nonblocking(true).unwrap();
+            if let Ok((st, _)) = listener.accept() {
+                st.set_nonblocking(false).unwrap();
+                let mut c = TcpUa::from_stream(st);
+                if let Some(m) = c.recv(Duration::from_secs(5)) {
+                    got = Some((m, Some(c)));
+                }
+            }
+        }
+        got.expect("INVITE over TCP")
+    };
+    let (m, conn) = inv;
+    assert_eq!(m.body().len(), body.len(), "body intact");
+    assert!(String::from_utf8_lossy(m.top_via().unwrap().raw()).contains("SIP/2.0/TCP"));
+    let resp = response_to(&m, 486, "Busy Here", Some("th"), "");
+    match conn {
+        Some(mut c) => c.send(resp.as_bytes()),
+        None => reg_conn.send(resp.as_bytes()),
+    }
+    caller.expect_status(486);
+}
+
+#[test]
+fn transactions_are_freed_after_calls_of_every_outcome() {
+    let s = Server::start(&["--set", "tm.fr_inv_timer=500", "--set", "tm.fr_timer=500"]);
+    let callee = Ua::new();
+    reg(&s, &callee, "ivan", None);
+    for i in 0..20 {
+        let caller = Ua::new();
+        invite(&caller, &s, "ivan");
+        let inv = expect_request(&callee, "INVITE");
+        match i % 3 {
+            0 => {
+                answer(&callee, &inv, 486, "Busy", "tx");
+                caller.expect_status(486);
+            }
+            1 => {
+                answer(&callee, &inv, 200, "OK", "tx");
+                caller.expect_status(200);
+            }
+            _ => {
+                // no answer at all → 408
+                caller.expect_status(408);
+            }
+        }
+    }
+    // RFC 6026 Accepted (64·T1) and Timer D keep transactions a while; wait them out.
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        let live = s.rpc("tm.stats", &[]).unwrap();
+        let n = live["live"]["total"].as_u64().or_else(|| live["current"].as_u64()).unwrap_or(u64::MAX);
+        if n == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "transactions still live: {live}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn sipp_calls_through_the_proxy_with_the_bench_scenarios() {
+    if !have_tool("sipp") {
+        return;
+    }
+    let s = Server::start(&[]);
+    let dir = temp_dir("sipp-call");
+    let bench = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/bench/sipbench.py");
+    if !std::path::Path::new(bench).exists() {
+        eprintln!("SKIPPED: ../shared/bench not present");
+        return;
+    }
+    let uas_port = {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.local_addr().unwrap().port()
+    };
+    let out = std::process::Command::new("timeout")
+        .args(["120", "python3", bench, "call", "--target", &s.udp.to_string(), "--uas-port", &uas_port.to_string(), "--rate", "20", "--duration", "3", "--workdir"])
+        .arg(&dir)
+        .args(["--quiet-wait", "0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no result: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["failed"], 0, "{v}");
+    assert_eq!(v["successful"], 60, "{v}");
+}
