@@ -105,7 +105,8 @@ pub struct SubscriberStore {
 
 impl SubscriberStore {
     /// Builds the pools (connected lazily). `master.url` is the master; `replica_url`, when
-    /// given, serves every read. Only SQL URLs are accepted.
+    /// given, serves every read. Only SQL URLs are accepted. Call it within a tokio runtime
+    /// context (`Handle::enter`): PostgreSQL and MySQL pools start their maintenance task there.
     pub fn open(master: &StoreConfig, replica_url: Option<&str>) -> StoreResult<SubscriberStore> {
         let murl = StoreUrl::parse(&master.url, &master.data_dir)?;
         let m = SqlSubscribers::connect(&murl, master)?;

@@ -1,0 +1,199 @@
+#![allow(clippy::unwrap_used)]
+//! The subscriber layer (cache + provisioning) on every SQL backend, and master/replica routing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use geosip_auth::{AuthConfig, SubscriberError, Subscribers};
+use geosip_store::subscriber::SubscriberStore;
+use geosip_store::{StoreConfig, testutil};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn cfg(url: &str, replica: &str) -> AuthConfig {
+    AuthConfig {
+        db_url: url.into(),
+        read_db_url: replica.into(),
+        pool_size: 2,
+        ..AuthConfig::default()
+    }
+}
+
+fn provisioning(url: String) {
+    let rt = rt();
+    let dir = std::env::temp_dir().join(format!("geosip-authdb-{}", testutil::random_name()));
+    let subs: Arc<Subscribers> =
+        Subscribers::open(&cfg(&url, ""), &dir, rt.handle().clone()).unwrap();
+    let attrs = BTreeMap::from([("team".to_string(), "blue".to_string())]);
+    subs.add("alice@example.com", "pw", &attrs).unwrap();
+    assert!(matches!(
+        subs.add("alice@Example.com", "pw", &attrs),
+        Err(SubscriberError::Exists(_))
+    ));
+    let a = subs.get(b"alice", b"example.com").unwrap().unwrap();
+    assert_eq!(a.attr("team"), Some("blue"));
+    assert!(a.ha1(geosip_auth::Algorithm::Sha512_256).is_some());
+    subs.clear_cache();
+    assert_eq!(
+        subs.get(b"alice", b"example.com")
+            .unwrap()
+            .unwrap()
+            .attr("team"),
+        Some("blue"),
+        "read back from the table"
+    );
+    assert!(
+        subs.get(b"Alice", b"example.com").unwrap().is_none(),
+        "usernames are case-sensitive"
+    );
+    let old = subs.show("alice@example.com").unwrap();
+    subs.passwd("alice@example.com", "pw2").unwrap();
+    let new = subs.show("alice@example.com").unwrap();
+    assert_ne!(
+        old.ha1(geosip_auth::Algorithm::Md5),
+        new.ha1(geosip_auth::Algorithm::Md5)
+    );
+    assert_eq!(
+        subs.import_csv("bob@example.com,x\ncarol@example.org,y,team=red\n".as_bytes())
+            .unwrap(),
+        2
+    );
+    assert_eq!(subs.list(None, 10, None).unwrap().len(), 3);
+    assert_eq!(
+        subs.list(Some("example.org"), 10, None).unwrap()[0].username,
+        "carol"
+    );
+    assert!(
+        subs.import_csv("dave@example.com,x\nbob@example.com,x\n".as_bytes())
+            .is_err()
+    );
+    assert!(
+        matches!(
+            subs.show("dave@example.com"),
+            Err(SubscriberError::NotFound(_))
+        ),
+        "all or nothing"
+    );
+    subs.rm("bob@example.com").unwrap();
+    assert!(matches!(
+        subs.rm("bob@example.com"),
+        Err(SubscriberError::NotFound(_))
+    ));
+    assert!(!subs.exists(b"bob", b"example.com"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sqlite_subscribers_are_provisioned_and_read_through_the_cache() {
+    let dir = std::env::temp_dir().join(format!("geosip-authdb-{}", testutil::random_name()));
+    provisioning(format!("sqlite://{}", dir.join("s.db").display()));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn postgres_subscribers_are_provisioned_and_read_through_the_cache() {
+    let Some(db) = testutil::fresh_postgres() else {
+        return;
+    };
+    provisioning(db.url.clone());
+}
+
+#[test]
+fn mariadb_subscribers_are_provisioned_and_read_through_the_cache() {
+    let Some(db) = testutil::fresh_mariadb() else {
+        return;
+    };
+    provisioning(db.url.clone());
+}
+
+/// Writes go to the master; authentication reads the replica; a subscriber added through this
+/// node authenticates at once even before replication (the cache holds the write).
+fn replica(master: String, replica: String) {
+    let rt = rt();
+    let _in_rt = rt.enter(); // sqlx pools are created inside a runtime
+    let dir = std::env::temp_dir().join(format!("geosip-authdb-{}", testutil::random_name()));
+    // The replica's schema comes from replication; create it by hand here.
+    let rstore = SubscriberStore::open(
+        &StoreConfig {
+            url: replica.clone(),
+            data_dir: dir.clone(),
+            ..StoreConfig::default()
+        },
+        None,
+    )
+    .unwrap();
+    rt.block_on(rstore.init()).unwrap();
+    let c = AuthConfig {
+        cache_negative_ttl: 0,
+        ..cfg(&master, &replica)
+    };
+    let subs = Subscribers::open(&c, &dir, rt.handle().clone()).unwrap();
+    subs.add("alice@example.com", "pw", &BTreeMap::new())
+        .unwrap();
+    assert!(
+        subs.get(b"alice", b"example.com").unwrap().is_some(),
+        "write-through cache"
+    );
+    subs.clear_cache();
+    assert!(
+        subs.get(b"alice", b"example.com").unwrap().is_none(),
+        "not yet on the replica"
+    );
+    assert_eq!(
+        subs.show("alice@example.com").unwrap().username,
+        "alice",
+        "show reads the master"
+    );
+    // Replicate by hand.
+    let mstore = SubscriberStore::open(
+        &StoreConfig {
+            url: master,
+            data_dir: dir.clone(),
+            ..StoreConfig::default()
+        },
+        None,
+    )
+    .unwrap();
+    let row = rt
+        .block_on(mstore.get("alice", "example.com"))
+        .unwrap()
+        .unwrap();
+    rt.block_on(rstore.insert(&row)).unwrap();
+    assert!(
+        subs.get(b"alice", b"example.com").unwrap().is_some(),
+        "read from the replica"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sqlite_authentication_reads_the_replica_and_provisioning_writes_the_master() {
+    let dir = std::env::temp_dir().join(format!("geosip-authdb-{}", testutil::random_name()));
+    replica(
+        format!("sqlite://{}", dir.join("m.db").display()),
+        format!("sqlite://{}", dir.join("r.db").display()),
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn postgres_authentication_reads_the_replica_and_provisioning_writes_the_master() {
+    let (Some(m), Some(r)) = (testutil::fresh_postgres(), testutil::fresh_postgres()) else {
+        return;
+    };
+    replica(m.url.clone(), r.url.clone());
+}
+
+#[test]
+fn mariadb_authentication_reads_the_replica_and_provisioning_writes_the_master() {
+    let (Some(m), Some(r)) = (testutil::fresh_mariadb(), testutil::fresh_mariadb()) else {
+        return;
+    };
+    replica(m.url.clone(), r.url.clone());
+}
