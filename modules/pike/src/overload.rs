@@ -68,6 +68,8 @@ pub struct Overload {
     workers: Box<[Worker]>,
     shed: AtomicU64,
     load: AtomicU64,
+    /// Time of the last controller update (ms), read without the lock on every request.
+    last_update_ms: AtomicU64,
     ctl: Mutex<Ctl>,
     rng: AtomicU64,
 }
@@ -82,6 +84,7 @@ impl Overload {
             workers: (0..MAX_WORKERS).map(|_| Worker::default()).collect(),
             shed: AtomicU64::new(0f64.to_bits()),
             load: AtomicU64::new(0f64.to_bits()),
+            last_update_ms: AtomicU64::new(0),
             ctl: Mutex::new(Ctl { last_ms: 0 }),
             rng: AtomicU64::new(seed),
         }
@@ -169,6 +172,10 @@ impl Overload {
     /// server may also call it from a timer).
     pub fn update(&self, now: Instant) {
         let now_ms = self.ms(now);
+        if now_ms.saturating_sub(self.last_update_ms.load(Ordering::Relaxed)) < self.cfg.interval_ms
+        {
+            return; // the common case: no lock
+        }
         let Some(mut ctl) = self.ctl.try_lock() else {
             return; // another worker is updating
         };
@@ -179,6 +186,7 @@ impl Overload {
         // Catch up on missed periods, but not unboundedly.
         let periods = (elapsed / self.cfg.interval_ms).min(20) as f64;
         ctl.last_ms = now_ms;
+        self.last_update_ms.store(now_ms, Ordering::Relaxed);
         let r = self.load_ratio(now);
         let mut s = f64::from_bits(self.shed.load(Ordering::Relaxed));
         if r > 1.0 {
