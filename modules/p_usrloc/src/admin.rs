@@ -18,25 +18,31 @@ use crate::db::DbConn;
 use crate::topology::{DbState, Slot, Topology};
 
 /// What `location.rebalance` does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rebalance {
     /// Show the layouts and count the contacts still stored where a previous layout put them.
     Status,
-    /// Record the groups now in the cluster table as the new layout (needed when
-    /// `auto_rebalance = false`; a no-op when they are already the layout).
-    Start,
+    /// Record a new layout: the groups now in the cluster table, or (with
+    /// `auto_rebalance = false`) an explicit list, e.g. without a group that is to be removed
+    /// (its rows stay in the table until `finish` has moved its users). A no-op when the
+    /// groups are the layout already.
+    Start(Option<Vec<u32>>),
     /// Move every contact still in an old placement to its current group, then end the
     /// migration window (reads stop falling back).
     Finish,
 }
 
 impl Rebalance {
-    /// Parses `status`, `start`, `finish`.
-    pub fn parse(s: &str) -> Option<Rebalance> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "" | "status" => Some(Rebalance::Status),
-            "start" => Some(Rebalance::Start),
-            "finish" => Some(Rebalance::Finish),
+    /// Parses `status`, `start [GROUPS]` (GROUPS = `1,2,4`), `finish`.
+    pub fn parse(action: &str, groups: Option<&str>) -> Option<Rebalance> {
+        match (action.trim().to_ascii_lowercase().as_str(), groups) {
+            ("" | "status", None) => Some(Rebalance::Status),
+            ("start", None) => Some(Rebalance::Start(None)),
+            ("start", Some(g)) => {
+                let list = crate::cluster::parse_groups(g);
+                (!list.is_empty()).then_some(Rebalance::Start(Some(list)))
+            }
+            ("finish", None) => Some(Rebalance::Finish),
             _ => None,
         }
     }
@@ -186,12 +192,25 @@ impl PartitionedBackend {
         let mut done = json!(null);
         match action {
             Rebalance::Status => {}
-            Rebalance::Start => {
+            Rebalance::Start(explicit) => {
                 let rows = shared.cluster.rows_master().await?;
                 let mut present: Vec<u32> =
                     rows.iter().filter(|r| !r.spare).map(|r| r.id).collect();
                 present.sort_unstable();
                 present.dedup();
+                if let Some(list) = explicit {
+                    if shared.cfg.auto_rebalance {
+                        return Err(Error::Config(
+                            "an explicit layout needs auto_rebalance = false (otherwise the groups in the cluster table are the layout)".into(),
+                        ));
+                    }
+                    if let Some(g) = list.iter().find(|g| !present.contains(g)) {
+                        return Err(Error::Config(format!(
+                            "group {g} has no database in the cluster table"
+                        )));
+                    }
+                    present = list;
+                }
                 let recorded = shared.cluster.layouts().await?;
                 let latest = recorded.first();
                 if latest.is_none_or(|l| l.groups != present) && !present.is_empty() {
@@ -271,19 +290,25 @@ impl PartitionedBackend {
         let w = Arc::downgrade(self);
         rpc.register_async(
             "location.rebalance",
-            "[status|start|finish]",
-            "Layout migration: progress (contacts left in old groups, window end), start a new layout, or finish (move what is left, stop falling back).",
+            "[status|start [GROUPS]|finish]",
+            "Layout migration: progress (contacts left in old groups, window end), start a new layout (the groups in the cluster table, or GROUPS = 1,2,4 with auto_rebalance off), or finish (move what is left, stop falling back).",
             move |p| {
                 let w = w.clone();
                 Box::pin(async move {
                     let b = up(&w)?;
-                    let action = match p.first() {
-                        None => Rebalance::Status,
-                        Some(v) => v
-                            .as_str()
-                            .and_then(Rebalance::parse)
-                            .ok_or_else(|| RpcError::invalid_params("parameter 1 must be status, start or finish"))?,
+                    let text = |i: usize| {
+                        p.get(i).map(|v| match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
                     };
+                    let action = Rebalance::parse(
+                        text(0).as_deref().unwrap_or("status"),
+                        text(1).as_deref(),
+                    )
+                    .ok_or_else(|| {
+                        RpcError::invalid_params("expected: status | start [GROUPS like 1,2,4] | finish")
+                    })?;
                     b.rebalance(action).await.map_err(rpc_err)
                 }) as RpcFuture
             },

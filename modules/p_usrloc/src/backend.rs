@@ -30,7 +30,7 @@ use crate::cluster::{ClusterDb, ClusterRow, Failover, LayoutRow, Status};
 use crate::config::LocationConfig;
 use crate::db::{DbConn, Op, counts_as_db_error};
 use crate::join::{Fut, join_all};
-use crate::topology::{Group, PrevLayout, Slot, Topology};
+use crate::topology::{Group, Placement, PrevLayout, Slot, Topology};
 
 /// Current unix time, seconds.
 pub(crate) fn unix_s() -> u64 {
@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     /// URLs already reported as unusable (log once).
     bad_urls: Mutex<BTreeSet<String>>,
     log_gate: AtomicU64,
+    /// The runtime the backend was opened on (background work is spawned there).
+    handle: Handle,
 }
 
 /// Location partitioned over groups of SQL databases (Kamailio's p_usrloc). Build it with
@@ -222,7 +224,7 @@ impl Shared {
             tracing::error!(target: "geosip_p_usrloc", group = slot.row.id, db = slot.row.no, store = %conn.target, errors = slot.row.errors + pending, "error threshold reached: turning the database off");
             let me = Arc::clone(self);
             let row = slot.row.clone();
-            tokio::spawn(async move {
+            self.handle.spawn(async move {
                 me.fail_over(row).await;
                 let _ = me.reload().await;
             });
@@ -319,7 +321,9 @@ impl Shared {
         match &r {
             Ok(()) => {
                 self.last_reload.store(unix_s(), Ordering::Relaxed);
-                *self.last_reload_error.lock() = None;
+                if self.last_reload_error.lock().take().is_some() {
+                    tracing::warn!(target: "geosip_p_usrloc", cluster = %self.cluster.target(), "the cluster table answers again");
+                }
             }
             Err(e) => {
                 self.counters.reload_errors.fetch_add(1, Ordering::Relaxed);
@@ -510,11 +514,13 @@ impl Shared {
             for r in rows {
                 let conn = conns.get(&r.url).cloned();
                 // A database this node turned off: the table governs again once it shows the
-                // change (off, or back with a newer failover time).
+                // change (off), or that someone brought it back since (errors reset, newer
+                // failover time; a missed-write mark alone moves the time but not the errors).
                 if let Some(c) = &conn
                     && c.local_off.load(Ordering::Relaxed)
                     && (r.status != Status::On
-                        || r.failover > c.local_off_since.load(Ordering::Relaxed))
+                        || (r.errors < self.cfg.error_threshold
+                            && r.failover > c.local_off_since.load(Ordering::Relaxed)))
                 {
                     c.local_off.store(false, Ordering::Relaxed);
                 }
@@ -598,7 +604,7 @@ impl Shared {
             changed = true;
             // Rows that expired while it was away.
             let c = Arc::clone(conn);
-            tokio::spawn(async move {
+            self.handle.spawn(async move {
                 let _ = c
                     .call(Op::Other, c.backend().delete_expired(unix_s()))
                     .await;
@@ -689,9 +695,20 @@ impl Shared {
         let topo = self.topo.load_full();
         let now = unix_s();
         let by = self.cfg.partition_by;
+        let placements: Vec<Placement> = ops
+            .iter()
+            .map(|op| topo.placement(op.aor(), by, now))
+            .collect();
+        // The common case (db-only: one AOR per call; no migration): one group, no copies.
+        if let Some(first) = placements.first().and_then(|p| p.cur)
+            && placements
+                .iter()
+                .all(|p| p.cur == Some(first) && p.old.is_empty())
+        {
+            return self.write_group(&topo, first, ops).await;
+        }
         let mut batches: BTreeMap<u32, Vec<WriteOp>> = BTreeMap::new();
-        for op in ops {
-            let p = topo.placement(op.aor(), by, now);
+        for (op, p) in ops.iter().zip(placements) {
             let Some(cur) = p.cur else {
                 return Err(unavailable("no location groups".into()));
             };
@@ -1119,6 +1136,8 @@ impl PartitionedBackend {
         data_dir: &Path,
     ) -> Result<Arc<PartitionedBackend>, Error> {
         cfg.validate()?;
+        let handle = Handle::try_current()
+            .map_err(|_| Error::Config("PartitionedBackend::open needs a tokio runtime".into()))?;
         let cluster_local = cfg.cluster_db_url.is_none();
         let write_url = cfg
             .cluster_db_url
@@ -1145,6 +1164,7 @@ impl PartitionedBackend {
             counters: NodeCounters::default(),
             bad_urls: Mutex::new(BTreeSet::new()),
             log_gate: AtomicU64::new(0),
+            handle,
             cfg,
         });
         let timeout = shared.cfg.timeout() * 4;
@@ -1179,7 +1199,7 @@ impl PartitionedBackend {
     }
 
     fn start_tasks(&self) {
-        let handle = Handle::current();
+        let handle = self.shared.handle.clone();
         let weak: Weak<Shared> = Arc::downgrade(&self.shared);
         let reload_every = Duration::from_secs(self.shared.cfg.reload_interval_s.max(1));
         let reloader = handle.spawn({

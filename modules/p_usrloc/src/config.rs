@@ -350,6 +350,17 @@ databases = ["mysql://root@127.0.0.1:3306/loc2a", "mysql://root@127.0.0.1:3306/l
     }
 
     #[test]
+    fn the_readme_example_parses_and_validates() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n[location]").unwrap() + 8;
+        let len = readme[start..].find("```").unwrap();
+        let t: Top = toml::from_str(&readme[start..start + len]).unwrap();
+        assert!(t.location.validate().is_ok());
+        assert_eq!(t.location.spares.len(), 1);
+        assert_eq!(t.location.groups[1].databases[1].risk_group(), 3);
+    }
+
+    #[test]
     fn every_documented_key_parses_and_unknown_keys_are_rejected() {
         let c: LocationConfig = toml::from_str(
             r#"

@@ -23,7 +23,7 @@ fn bindings_saved_through_usrloc_are_found_across_both_groups_and_stored_on_ever
     };
     // Group 1: two PostgreSQL databases; group 2 mixes MariaDB and PostgreSQL.
     let groups = vec![group(1, &p[0..2]), group(2, &[m[0].clone(), p[2].clone()])];
-    let cfg = config(groups, WritePolicy::All);
+    let cfg = calm(config(groups, WritePolicy::All));
     let rt = rt();
     let (loc, backend) = node(&rt, &cfg);
     for i in 0..USERS {
@@ -94,7 +94,7 @@ fn a_full_load_visits_every_group_and_returns_a_binding_found_on_both_databases_
     let (Some(p), Some(m)) = (pg(2, &mut g), maria(2, &mut g)) else {
         return;
     };
-    let cfg = config(vec![group(1, &p), group(2, &m)], WritePolicy::All);
+    let cfg = calm(config(vec![group(1, &p), group(2, &m)], WritePolicy::All));
     let rt = rt();
     let (_loc, backend) = node(&rt, &cfg);
     let exp = now_ms() / 1000 + 3600;
@@ -148,10 +148,10 @@ fn a_full_load_visits_every_group_and_returns_a_binding_found_on_both_databases_
 fn write_back_mode_reloads_every_group_at_start_and_flushes_changes_to_the_right_group() {
     let mut g = Guards::default();
     let Some(p) = pg(4, &mut g) else { return };
-    let mut cfg = config(
+    let mut cfg = calm(config(
         vec![group(1, &p[0..2]), group(2, &p[2..4])],
         WritePolicy::All,
-    );
+    ));
     let rt = rt();
     {
         let (loc, _b) = node(&rt, &cfg);
@@ -190,7 +190,7 @@ fn expired_rows_are_deleted_from_every_database_of_every_group() {
     let (Some(p), Some(m)) = (pg(2, &mut g), maria(2, &mut g)) else {
         return;
     };
-    let cfg = config(vec![group(1, &p), group(2, &m)], WritePolicy::All);
+    let cfg = calm(config(vec![group(1, &p), group(2, &m)], WritePolicy::All));
     let rt = rt();
     let (loc, backend) = node(&rt, &cfg);
     let now = now_ms() / 1000;
@@ -256,13 +256,14 @@ fn two_nodes_sharing_a_cluster_table_see_the_same_status_changes() {
         return;
     };
     // Group 2's second database is a server that is not there.
-    let dead = "postgres://postgres@127.0.0.1:9/nowhere".to_string();
-    let mut cfg = config(
+    let dead = broken_db_url();
+    let mut cfg = calm(config(
         vec![group(1, &p), group(2, &[m[0].clone(), dead])],
         WritePolicy::One,
-    );
+    ));
     cfg.cluster_db_url = Some(c[0].clone());
     cfg.expire_window_s = 5;
+    cfg.error_threshold = 3;
     let rt = rt();
     let ((loc1, n1), (_loc2, n2)) = two_nodes(&rt, &cfg);
     // Node 1 works; node 2 stays idle, so it has no error of its own.
@@ -309,10 +310,10 @@ fn maintenance_drains_a_database_from_every_node_within_one_reload_interval_and_
     let (Some(p), Some(c)) = (pg(4, &mut g), pg(1, &mut g)) else {
         return;
     };
-    let mut cfg = config(
+    let mut cfg = calm(config(
         vec![group(1, &p[0..2]), group(2, &p[2..4])],
         WritePolicy::All,
-    );
+    ));
     cfg.cluster_db_url = Some(c[0].clone());
     cfg.expire_window_s = 5;
     let rt = rt();
@@ -376,10 +377,10 @@ fn rebalancing_from_two_to_three_groups_keeps_every_binding_found_during_the_tra
     let (Some(p), Some(c)) = (pg(6, &mut g), pg(1, &mut g)) else {
         return;
     };
-    let mut cfg = config(
+    let mut cfg = calm(config(
         vec![group(1, &p[0..2]), group(2, &p[2..4])],
         WritePolicy::All,
-    );
+    ));
     cfg.cluster_db_url = Some(c[0].clone());
     cfg.expire_window_s = 600;
     let rt = rt();
@@ -477,17 +478,19 @@ fn rebalancing_from_two_to_three_groups_keeps_every_binding_found_during_the_tra
 }
 
 #[test]
-fn with_manual_rebalancing_a_new_group_is_used_only_after_rebalance_start() {
+fn with_manual_rebalancing_a_group_is_used_only_after_start_and_can_be_removed_online() {
     let mut g = Guards::default();
     let (Some(p), Some(c)) = (pg(3, &mut g), pg(1, &mut g)) else {
         return;
     };
-    let mut cfg = config(vec![group(1, &p[0..2])], WritePolicy::All);
+    let mut cfg = calm(config(vec![group(1, &p[0..2])], WritePolicy::All));
     cfg.cluster_db_url = Some(c[0].clone());
     cfg.auto_rebalance = false;
+    cfg.expire_window_s = 600;
     let rt = rt();
     let (loc, b) = node(&rt, &cfg);
-    for i in 0..20 {
+    let n = 30;
+    for i in 0..n {
         save(&loc, i).unwrap();
     }
     cluster_sql(
@@ -500,12 +503,202 @@ fn with_manual_rebalancing_a_new_group_is_used_only_after_rebalance_start() {
     );
     rt.block_on(b.reload_cluster()).unwrap();
     assert!(
-        (0..20).all(|i| backend_group(&b, i) == 1),
+        (0..n).all(|i| backend_group(&b, i) == 1),
         "not used before start"
     );
-    let st = rt.block_on(b.rebalance(Rebalance::Start)).unwrap();
+    // An explicit layout needs auto_rebalance off; a group without rows is refused.
+    assert!(
+        rt.block_on(b.rebalance(Rebalance::Start(Some(vec![1, 9]))))
+            .is_err()
+    );
+
+    let st = rt.block_on(b.rebalance(Rebalance::Start(None))).unwrap();
     assert!(st["done"]["started"].as_u64().is_some(), "{st}");
     assert!(b.in_transition());
-    assert!((0..20).any(|i| backend_group(&b, i) == 2));
-    assert!((0..20).all(|i| found(&loc, i)));
+    let moved: Vec<usize> = (0..n).filter(|&i| backend_group(&b, i) == 2).collect();
+    assert!(!moved.is_empty());
+    assert!((0..n).all(|i| found(&loc, i)));
+    rt.block_on(b.rebalance(Rebalance::Finish)).unwrap();
+    let mut want: Vec<Vec<u8>> = moved.iter().map(|&i| aor(i)).collect();
+    want.sort();
+    assert_eq!(aors_in(&rt, &p[2]), want);
+
+    // Removing group 2 online: a layout without it, reads fall back to it, finish empties it.
+    rt.block_on(b.rebalance(Rebalance::Start(Some(vec![1]))))
+        .unwrap();
+    assert!((0..n).all(|i| backend_group(&b, i) == 1));
+    assert!(
+        (0..n).all(|i| found(&loc, i)),
+        "users of the removed group still found"
+    );
+    let st = rt.block_on(b.rebalance(Rebalance::Status)).unwrap();
+    assert_eq!(
+        st["remaining"].as_u64().unwrap(),
+        moved.len() as u64,
+        "{st}"
+    );
+    let done = rt.block_on(b.rebalance(Rebalance::Finish)).unwrap();
+    assert_eq!(done["remaining"], 0);
+    assert!(aors_in(&rt, &p[2]).is_empty(), "the removed group is empty");
+    assert!((0..n).all(|i| found(&loc, i)));
+}
+
+#[test]
+fn a_toml_only_setup_migrates_with_previous_groups() {
+    let mut g = Guards::default();
+    let Some(p) = pg(3, &mut g) else { return };
+    let rt = rt();
+    let old = calm(config(
+        vec![group(1, &p[0..1]), group(2, &p[1..2])],
+        WritePolicy::All,
+    ));
+    let n = 40;
+    {
+        let (loc, _b) = node(&rt, &old);
+        for i in 0..n {
+            save(&loc, i).unwrap();
+        }
+    }
+    // The nodes restart with group 3 and the previous layout in the file.
+    let mut new = calm(config(
+        vec![group(1, &p[0..1]), group(2, &p[1..2]), group(3, &p[2..3])],
+        WritePolicy::All,
+    ));
+    new.previous_groups = vec![1, 2];
+    new.expire_window_s = 600;
+    let (loc, b) = node(&rt, &new);
+    assert!(b.in_transition());
+    assert!((0..n).any(|i| backend_group(&b, i) == 3));
+    for i in 0..n {
+        assert!(found(&loc, i), "user {i}");
+    }
+    let st = rt.block_on(b.rebalance(Rebalance::Status)).unwrap();
+    assert!(
+        st["window_end"].as_u64().unwrap() >= now_ms() / 1000 + 590,
+        "{st}"
+    );
+}
+
+#[test]
+fn admin_functions_answer_as_rpcs_and_metrics_are_exported_per_database() {
+    let mut g = Guards::default();
+    let Some(p) = pg(4, &mut g) else { return };
+    let cfg = calm(config(
+        vec![group(1, &p[0..2]), group(2, &p[2..4])],
+        WritePolicy::All,
+    ));
+    let rt = rt();
+    let (loc, b) = node(&rt, &cfg);
+    for i in 0..10 {
+        save(&loc, i).unwrap();
+    }
+    let rpc = geosip_core::rpc::RpcRegistry::new();
+    b.register_rpc(&rpc);
+    let call = |name: &str, params: Vec<serde_json::Value>| rt.block_on(rpc.call(name, params));
+    let cluster = call("location.cluster", vec![]).unwrap();
+    assert_eq!(cluster["groups"].as_array().unwrap().len(), 2);
+    assert_eq!(cluster["groups"][0]["databases"][0]["state"], "read");
+    assert_eq!(cluster["groups"][0]["databases"][1]["state"], "standby");
+    assert_eq!(cluster["cluster_table"], "memory (this node only)");
+    let r = call(
+        "location.set_status",
+        vec!["2".into(), serde_json::json!(2), "maintenance".into()],
+    )
+    .unwrap();
+    assert_eq!(r["status"], "maintenance");
+    assert_eq!(state(&b, 2, 2), Some(DbState::Maintenance));
+    assert!(
+        call(
+            "location.set_status",
+            vec!["2".into(), "2".into(), "sideways".into()]
+        )
+        .is_err()
+    );
+    assert!(
+        call(
+            "location.set_status",
+            vec!["5".into(), "1".into(), "on".into()]
+        )
+        .is_err()
+    );
+    assert!(call("location.reload_cluster", vec![]).is_ok());
+    let st = call("location.rebalance", vec![]).unwrap();
+    assert_eq!(st["remaining"], 0);
+    assert_eq!(st["in_transition"], false);
+    assert!(call("location.rebalance", vec!["sideways".into()]).is_err());
+
+    let reg = geosip_core::metrics::Registry::new();
+    b.register_metrics(&reg);
+    let text = reg.render_prometheus();
+    for name in [
+        "geosip_location_db_queries_total{group=\"1\",db=\"1\"",
+        "geosip_location_db_errors_total",
+        "geosip_location_db_latency_seconds_sum",
+        "geosip_location_db_latency_seconds_count",
+        "geosip_location_db_state{group=\"2\",db=\"2\"",
+        "state=\"maintenance\"} 1",
+        "geosip_location_failovers_total",
+    ] {
+        assert!(text.contains(name), "{name} missing in\n{text}");
+    }
+    assert!(
+        reg.flat("location")
+            .iter()
+            .any(|(k, v)| k.starts_with("location.location_db_writes_total") && *v > 0.0)
+    );
+}
+
+#[test]
+fn the_cluster_table_works_on_mariadb_with_spares_and_status_changes() {
+    let mut g = Guards::default();
+    let (Some(p), Some(c)) = (pg(3, &mut g), maria(1, &mut g)) else {
+        return;
+    };
+    let dead = broken_db_url();
+    let mut cfg = calm(config(
+        vec![group(1, &[p[0].clone(), dead.clone()]), group(2, &p[1..2])],
+        WritePolicy::One,
+    ));
+    cfg.spares = vec![geosip_p_usrloc::SpareConfig {
+        url: p[2].clone(),
+        risk_group: Some(77),
+    }];
+    cfg.cluster_db_url = Some(c[0].clone());
+    cfg.expire_window_s = 30;
+    cfg.error_threshold = 3;
+    let rt = rt();
+    let ((loc1, n1), (_loc2, n2)) = two_nodes(&rt, &cfg);
+    for i in 0..40 {
+        save(&loc1, i).unwrap();
+    }
+    eventually(
+        "the spare replaced the dead database on both nodes",
+        10,
+        || {
+            n1.database_url(1, 2).as_deref() == Some(p[2].as_str())
+                && n2.database_url(1, 2).as_deref() == Some(p[2].as_str())
+        },
+    );
+    assert_eq!(state(&n1, 1, 2), Some(DbState::WriteOnly));
+    let spares = &n2.cluster_status()["spares"];
+    assert_eq!(spares[0]["state"], "off", "{spares}");
+    for i in 40..60 {
+        save(&loc1, i).unwrap();
+    }
+    let on_spare = aors_in(&rt, &p[2]);
+    assert!(
+        (40..60)
+            .filter(|&i| backend_group(&n1, i) == 1)
+            .all(|i| on_spare.contains(&aor(i)))
+    );
+    rt.block_on(n2.set_status(2, 1, Status::Maintenance))
+        .unwrap();
+    eventually("node 1 sees the maintenance", 5, || {
+        state(&n1, 2, 1) == Some(DbState::Maintenance)
+    });
+    rt.block_on(n1.set_status(2, 1, Status::On)).unwrap();
+    assert_eq!(state(&n1, 2, 1), Some(DbState::WriteOnly));
+    let st = rt.block_on(n1.rebalance(Rebalance::Finish)).unwrap();
+    assert_eq!(st["layout"]["version"], 1, "{st}");
+    assert!((0..60).all(|i| found(&loc1, i)));
 }

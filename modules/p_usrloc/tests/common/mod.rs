@@ -57,6 +57,26 @@ pub fn throwaway_pg() -> Option<(testutil::ThrowawayPostgres, String)> {
     Some((s, url))
 }
 
+/// A PostgreSQL URL of a "database" that accepts connections and closes them at once: every
+/// call fails immediately (a refused connection would be retried until the pool timeout).
+pub fn broken_db_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            drop(s);
+        }
+    });
+    format!("postgres://postgres@127.0.0.1:{port}/nowhere")
+}
+
+/// Generous timeouts and no failover from stray slowness, for tests that kill nothing.
+pub fn calm(mut cfg: LocationConfig) -> LocationConfig {
+    cfg.timeout_ms = 3000;
+    cfg.error_threshold = 1000;
+    cfg
+}
+
 pub fn group(id: u32, urls: &[String]) -> GroupConfig {
     GroupConfig {
         id,
