@@ -1025,11 +1025,16 @@ impl Tm {
 
     pub(crate) fn run_timers(&self, now: Instant) {
         const BATCH: usize = 32;
+        // Bounded work per shard and tick, so one busy shard cannot starve the others; what
+        // is left stays due for the next tick.
+        const MAX_PER_SHARD: usize = 64 * BATCH;
         for i in 0..crate::SHARDS {
-            loop {
+            let mut done = 0;
+            while done < MAX_PER_SHARD {
                 let mut due: SmallVec<[crate::TxnRef; 32]> = SmallVec::new();
                 self.due(i, now, &mut due, BATCH);
                 let full = due.len() == BATCH;
+                done += due.len();
                 for r in due {
                     let mut g = r.lock_arc();
                     if g.freed {
@@ -1046,6 +1051,7 @@ impl Tm {
     }
 
     fn fire(&self, t: &mut ProxyTxn, now: Instant) {
+        self.counters.timer_fires.inc();
         t.server.handle_timeout(now);
         for i in 0..t.branches.len() {
             let b = &mut t.branches[i];

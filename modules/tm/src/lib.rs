@@ -159,7 +159,7 @@ impl Tm {
         let start = Instant::now();
         let shards = (0..SHARDS).map(|_| Shard::new(start)).collect();
         let hooks: Arc<dyn RouteHooks> = Arc::new(NoRoutes);
-        Arc::new(Tm {
+        let tm = Arc::new(Tm {
             timers: cfg.timers(),
             wait: cfg.wait(),
             cfg,
@@ -170,7 +170,22 @@ impl Tm {
             live_total: AtomicUsize::new(0),
             counters,
             stop: AtomicBool::new(false),
-        })
+        });
+        let weak = Arc::downgrade(&tm);
+        tm.core.rpc.register(
+            "tm.list",
+            "[MAX]",
+            "Live transactions (at most MAX, default 100): id, method, states of the server \
+             and client transactions, final status, age of the final, next timer.",
+            move |p| {
+                let max = p.first().and_then(serde_json::Value::as_u64).unwrap_or(100);
+                let tm = weak
+                    .upgrade()
+                    .ok_or_else(|| geosip_core::rpc::RpcError::failed("tm is shut down"))?;
+                Ok(tm.list(usize::try_from(max).unwrap_or(usize::MAX)))
+            },
+        );
+        tm
     }
 
     /// Installs the script's failure / branch / reply routes. Called again on hot reload:

@@ -26,6 +26,7 @@ pub(crate) struct TmCounters {
     pub forged_replies: Counter,
     pub failure_routes: Counter,
     pub silent_non_invite: Counter,
+    pub timer_fires: Counter,
 }
 
 /// Class index of a status: 1xx → 0 ... 6xx → 5.
@@ -68,6 +69,8 @@ pub struct TmStats {
     pub failure_routes: u64,
     /// Non-INVITE transactions that ended with no answer upstream (RFC 4320: no 408).
     pub silent_non_invite: u64,
+    /// Transactions whose timer fired (each visit of the timer thread to a transaction).
+    pub timer_fires: u64,
 }
 
 impl TmCounters {
@@ -89,6 +92,7 @@ impl TmCounters {
             forged_replies: self.forged_replies.get(),
             failure_routes: self.failure_routes.get(),
             silent_non_invite: self.silent_non_invite.get(),
+            timer_fires: self.timer_fires.get(),
         }
     }
 
@@ -131,6 +135,7 @@ impl TmCounters {
                 ("geosip_tm_forged_replies_total", "Replies with a wrong branch salt (dropped).", s.forged_replies),
                 ("geosip_tm_failure_routes_total", "Failure routes run.", s.failure_routes),
                 ("geosip_tm_silent_non_invite_total", "Non-INVITE transactions ended without an answer (RFC 4320).", s.silent_non_invite),
+                ("geosip_tm_timer_fires_total", "Visits of the timer thread to a transaction whose timer was due.", s.timer_fires),
             ] {
                 out.family(Family { name, help, kind: Kind::Counter });
                 out.sample(&[], v as f64);
@@ -194,6 +199,7 @@ impl TmCounters {
                     "forged_replies": s.forged_replies,
                     "failure_routes": s.failure_routes,
                     "silent_non_invite": s.silent_non_invite,
+                    "timer_fires": s.timer_fires,
                 }))
             },
         );

@@ -174,15 +174,20 @@ impl Tm {
     }
 
     /// Moves the timer of `t` to its next deadline (`force`: even if unchanged, because the
-    /// wheel just popped it).
+    /// wheel just popped it). A deadline already passed is put one wheel tick ahead, so that
+    /// nothing can be popped twice in one pass of the timer thread.
     pub(crate) fn schedule(&self, t: &mut ProxyTxn, now: Instant, force: bool) {
+        let soon = now
+            .checked_add(TimerWheel::<u64>::DEFAULT_RESOLUTION)
+            .unwrap_or(now);
         let next = t
-            .next_deadline(self.wait)
+            .next_deadline(self.wait, now)
             // Nothing to wait for but not freeable: look again in a second rather than leak.
             .unwrap_or_else(|| {
                 now.checked_add(std::time::Duration::from_secs(1))
                     .unwrap_or(now)
-            });
+            })
+            .max(soon);
         if !force && t.timer.is_some() && t.timer_at == Some(next) {
             return;
         }
@@ -213,5 +218,61 @@ impl Tm {
                 None => break,
             }
         }
+    }
+}
+
+impl Tm {
+    /// A JSON view of up to `max` live transactions (the `tm.list` RPC). Transactions busy on
+    /// another thread are skipped rather than waited for.
+    pub(crate) fn list(&self, max: usize) -> serde_json::Value {
+        let now = Instant::now();
+        let ms = |t: Option<Instant>| -> serde_json::Value {
+            match t {
+                Some(t) if t >= now => serde_json::json!(t.duration_since(now).as_millis() as u64),
+                Some(t) => serde_json::json!(-(now.duration_since(t).as_millis() as i64)),
+                None => serde_json::Value::Null,
+            }
+        };
+        let mut out = Vec::new();
+        'shards: for i in 0..SHARDS {
+            let refs: Vec<TxnRef> = self.shard(i).lock().txns.values().cloned().collect();
+            for r in refs {
+                if out.len() >= max {
+                    break 'shards;
+                }
+                let Some(t) = r.try_lock() else { continue };
+                let method = t
+                    .req
+                    .as_ref()
+                    .map(|q| String::from_utf8_lossy(q.method()).into_owned())
+                    .unwrap_or_default();
+                let branches: Vec<serde_json::Value> = t
+                    .branches
+                    .iter()
+                    .map(|b| {
+                        serde_json::json!({
+                            "state": format!("{:?}", b.client.state()),
+                            "status": b.status,
+                            "cancel": b.cancel.as_ref().map(|c| format!("{:?}", c.state())),
+                            "next_ms": ms(b.client.poll_timeout()),
+                        })
+                    })
+                    .collect();
+                out.push(serde_json::json!({
+                    "id": t.id,
+                    "method": method,
+                    "server": format!("{:?}", t.server.state()),
+                    "final": t.final_sent,
+                    "canceled": t.canceled,
+                    "silent": t.silent,
+                    "final_ms": ms(t.final_at),
+                    "next_ms": ms(t.next_deadline(self.wait, now)),
+                    "timer_ms": ms(t.timer_at),
+                    "branches": branches,
+                    "pending_targets": t.pending.len(),
+                }));
+            }
+        }
+        serde_json::Value::Array(out)
     }
 }

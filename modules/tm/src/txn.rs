@@ -199,8 +199,11 @@ impl ProxyTxn {
         }
     }
 
-    /// The earliest deadline of anything in the transaction.
-    pub(crate) fn next_deadline(&self, wait: Duration) -> Option<Instant> {
+    /// The earliest deadline of anything in the transaction. The end of the `wt_timer` wait
+    /// counts only while it is ahead of `now`: once it has passed, what still keeps the
+    /// transaction (a branch waiting for its final, an ACK to absorb) has deadlines of its own,
+    /// and a past deadline would only make the timer spin.
+    pub(crate) fn next_deadline(&self, wait: Duration, now: Instant) -> Option<Instant> {
         let mut next = self.server.poll_timeout();
         let mut take = |t: Option<Instant>| {
             if let Some(t) = t {
@@ -214,7 +217,11 @@ impl ProxyTxn {
                 take(b.fr_inv_at);
             }
         }
-        take(self.final_at.and_then(|t| t.checked_add(wait)));
+        take(
+            self.final_at
+                .and_then(|t| t.checked_add(wait))
+                .filter(|t| *t > now),
+        );
         next
     }
 

@@ -965,3 +965,34 @@ fn a_reply_with_a_forged_branch_salt_is_dropped() {
     alice.send(p.udp, &call.ack_non2xx(&alice, &fin));
     p.assert_all_freed(WAIT);
 }
+
+#[test]
+fn a_2xx_with_a_silent_parallel_branch_neither_spins_the_timer_nor_leaks() {
+    let (bob, dead) = (Ua::udp("bob"), Ua::udp("dead"));
+    let targets = vec![(bob.uri(), 1000), (dead.uri(), 1000)];
+    let cfg = TmConfig {
+        fr_timer: 1_500,
+        ..fast_cfg()
+    };
+    let p = Proxy::start(cfg, move |_, ctx| set_targets(ctx, &targets), no_failure);
+    let alice = Ua::udp("alice");
+    let call = Call::invite(&alice, "sip:bob@example.com", b"");
+    let (_, _, ok) = answer(&p, &alice, &bob, &call);
+    alice.send(p.udp, &call.in_dialog(&alice, "ACK", 1, &ok));
+    bob.wait_req("ACK");
+    dead.wait_req("INVITE");
+    // The silent branch keeps the transaction until its fr_timer (1.5 s), long after wt_timer
+    // (200 ms) ended; the timer thread must visit it only when something is due.
+    p.assert_all_freed(Duration::from_secs(4));
+    let fires = p.tm.stats().timer_fires;
+    assert!(
+        fires < 30,
+        "the timer visited the transaction {fires} times"
+    );
+    assert!(
+        dead.drain(Duration::ZERO)
+            .iter()
+            .all(|m| m.method_bytes() != Some(b"CANCEL")),
+        "no CANCEL to a branch that never sent a provisional (RFC 3261 §9.1)"
+    );
+}

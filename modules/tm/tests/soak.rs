@@ -16,7 +16,7 @@ use geosip_tm::TmConfig;
 use sip_msg::SipMessage;
 
 /// Every outcome, by the name used as the R-URI user and the Call-ID prefix.
-const SCENARIOS: [&str; 12] = [
+const SCENARIOS: [&str; 13] = [
     "ok",
     "busy",
     "cancel",
@@ -29,12 +29,13 @@ const SCENARIOS: [&str; 12] = [
     "nosock",
     "tcpdead",
     "serial",
+    "forkdead",
 ];
 
 /// The final status the caller must get (`None`: none at all, RFC 4320).
 fn expected(s: &str) -> Option<u16> {
     match s {
-        "ok" | "msg" | "tcpok" | "fork" | "serial" => Some(200),
+        "ok" | "msg" | "tcpok" | "fork" | "serial" | "forkdead" => Some(200),
         "busy" => Some(486),
         "cancel" => Some(487),
         "silent" | "ring" | "tcpdead" => Some(408),
@@ -71,7 +72,7 @@ fn responder(ua: Arc<Ua>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
                         invites.clear();
                     }
                     match (scen.as_str(), ua.name.as_str()) {
-                        ("ok" | "tcpok", _) | ("fork", "bob") | ("serial", "bob2") => {
+                        ("ok" | "tcpok" | "forkdead", _) | ("fork", "bob") | ("serial", "bob2") => {
                             ua.reply(&m, src, 180, &tag);
                             ua.reply(&m, src, 200, &tag);
                         }
@@ -154,6 +155,9 @@ fn a_soak_of_every_outcome_leaves_no_transaction_alive() {
         .unwrap()
         .local_addr()
         .unwrap();
+    // A UDP contact that never answers, forked in parallel with one that does.
+    let mute = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mute_uri = format!("sip:mute@{}", mute.local_addr().unwrap());
     let (u1, u2, ut) = (bob.uri(), bob2.uri(), tbob.uri());
     let cfg = TmConfig {
         t1_ms: 200,
@@ -173,6 +177,7 @@ fn a_soak_of_every_outcome_leaves_no_transaction_alive() {
             let targets = match user.as_slice() {
                 b"tcpok" => vec![t(&ut, 1000)],
                 b"fork" => vec![t(&u1, 1000), t(&u2, 1000)],
+                b"forkdead" => vec![t(&u1, 1000), t(&mute_uri, 1000)],
                 b"serial" => vec![t(&u1, 1000), t(&u2, 500)],
                 b"nosock" => vec![t("sip:x@[::1]:5060", 1000)],
                 b"tcpdead" => vec![t(&format!("sip:x@{dead};transport=tcp"), 1000)],
@@ -255,7 +260,7 @@ fn a_soak_of_every_outcome_leaves_no_transaction_alive() {
     };
     let invites = invite_txns.load(Ordering::Relaxed);
     let non_invites = per_round(&|s| match s {
-        "ok" | "tcpok" | "fork" | "serial" => 1, // the BYE
+        "ok" | "tcpok" | "fork" | "serial" | "forkdead" => 1, // the BYE
         "msg" | "msgsilent" => 1,
         _ => 0,
     });
