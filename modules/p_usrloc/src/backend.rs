@@ -478,11 +478,15 @@ impl Shared {
         previous: Vec<PrevLayout>,
         now: u64,
     ) {
-        // Open connections for new URLs outside the lock.
+        // Open connections for new URLs outside the lock (and a full pool for a spare that
+        // took a slot).
         let missing: Vec<String> = {
             let conns = self.conns.lock();
             rows.iter()
-                .filter(|r| !conns.contains_key(&r.url))
+                .filter(|r| match conns.get(&r.url) {
+                    None => true,
+                    Some(c) => !r.spare && c.pool_size < self.cfg.pool_size,
+                })
                 .map(|r| r.url.clone())
                 .collect::<BTreeSet<_>>()
                 .into_iter()

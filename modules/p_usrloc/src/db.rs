@@ -38,6 +38,8 @@ pub(crate) struct DbConn {
     /// 0 unknown, 1 the database sorts (aor, bkey) byte-wise, 2 it does not.
     bytewise: AtomicU8,
     timeout: Duration,
+    /// Connections of the pool (spares get a small one until they take a slot).
+    pub(crate) pool_size: u32,
     pub(crate) metrics: Metrics,
     /// Errors not yet added to the cluster table.
     pub(crate) pending_errors: AtomicU64,
@@ -65,6 +67,7 @@ impl DbConn {
             init_done: AtomicBool::new(false),
             bytewise: AtomicU8::new(0),
             timeout: cfg.timeout,
+            pool_size: cfg.pool_size,
             metrics: Metrics::default(),
             pending_errors: AtomicU64::new(0),
             missed_at: AtomicU64::new(0),
