@@ -71,8 +71,9 @@ function request_route()
         return
     end
     if KSR.registrar.lookup("location") < 0 then
-        -- No binding: a known subscriber is offline (480), anyone else unknown (404).
-        if KSR.auth ~= nil and KSR.auth.subscriber_exists(KSR.pv.get("$rU"), KSR.pv.get("$rd")) then
+        -- No binding: a known subscriber is offline (480), anyone else unknown (404). Only an
+        -- authenticated caller learns the difference, so scanners cannot list users.
+        if KSR.pv.get("$au") ~= nil and KSR.auth.subscriber_exists(KSR.pv.get("$rU"), KSR.pv.get("$rd")) then
             KSR.sl.send_reply(480, "Temporarily Unavailable")
         else
             KSR.sl.send_reply(404, "Not Found")

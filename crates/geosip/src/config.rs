@@ -29,6 +29,14 @@ pub struct Config {
     pub usrloc: geosip_usrloc::UsrlocConfig,
     /// `[registrar]`: REGISTER processing.
     pub registrar: geosip_registrar::RegistrarConfig,
+    /// `[auth]`: digest authentication and the subscriber table.
+    pub auth: geosip_auth::AuthConfig,
+    /// `[pike]`: flood detection and failed-authentication blocking.
+    pub pike: geosip_pike::PikeConfig,
+    /// `[ratelimit]`: per-method rate limits.
+    pub ratelimit: geosip_pike::RateLimitConfig,
+    /// `[overload]`: load shedding with 503 + Retry-After.
+    pub overload: geosip_pike::OverloadConfig,
 }
 
 /// `[admin]`.

@@ -15,6 +15,7 @@ use geosip_core::Core;
 use geosip_core::ctx::{MsgCtx, RxInfo, ViaStamp};
 use geosip_core::stats::{class_index, method_index};
 use geosip_lua::ScriptEngine;
+use geosip_pike::Protect;
 use geosip_tm::{Pre, Tm};
 use sip_msg::{Method, SipMessage};
 use sip_transport::{Destination, Handler, Proto, Received};
@@ -24,6 +25,7 @@ pub struct Engine {
     pub core: Arc<Core>,
     pub script: Arc<ScriptEngine>,
     pub tm: Arc<Tm>,
+    pub protect: Arc<Protect>,
 }
 
 impl Engine {
@@ -69,7 +71,13 @@ impl Engine {
             return;
         };
         let stamp = ViaStamp::compute(&via, info.src, self.core.cfg.force_rport);
+        // Flood, rate limit and overload decisions come before any work on the request
+        // (in-dialog requests are never shed).
+        let verdict = self.protect.check_msg(&msg, info.src.ip(), now);
         let mut ctx = MsgCtx::new(msg, info, now, stamp);
+        if !self.protect.respond(&self.core, &mut ctx, verdict) {
+            return;
+        }
         if self.tm.pre_request(&mut ctx) == Pre::Handled {
             return;
         }
@@ -130,6 +138,10 @@ impl Handler for Engine {
         } else {
             self.on_request(msg, info, now);
         }
+    }
+
+    fn on_batch(&self, worker: usize, received: usize, capacity: usize) {
+        self.protect.overload().report_batch(worker, received, capacity, Instant::now());
     }
 
     fn on_rejected(&self, src: std::net::SocketAddr, proto: Proto, reason: &'static str) {

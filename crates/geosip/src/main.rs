@@ -5,6 +5,7 @@ mod config;
 mod ctl;
 mod engine;
 mod server;
+mod subscriber;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,13 @@ enum Cmd {
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         sets: Vec<String>,
     },
+    /// Provision subscribers (digest authentication users) in the configured store, without a
+    /// running server. On a running server use `geosip ctl subscriber.add ...` instead (its
+    /// cache sees the change at once).
+    Subscriber {
+        #[command(subcommand)]
+        cmd: subscriber::SubscriberCmd,
+    },
     /// Call an admin RPC method on a running server (like kamcmd), e.g. `geosip ctl ul.dump`.
     Ctl {
         /// Admin interface address.
@@ -89,6 +97,13 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Subscriber { cmd } => match subscriber::run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("geosip subscriber: {e:#}");
                 ExitCode::FAILURE
             }
         },

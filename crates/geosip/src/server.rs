@@ -10,6 +10,8 @@ use geosip_core::metrics::Registry;
 use geosip_core::rpc::{RpcError, RpcRegistry};
 use geosip_htable::Htable;
 use geosip_lua::{Modules, ScriptEngine};
+use geosip_auth::{Auth, Subscribers};
+use geosip_pike::Protect;
 use geosip_registrar::Registrar;
 use geosip_tm::Tm;
 use geosip_usrloc::Location;
@@ -77,7 +79,20 @@ pub fn check_config(file: &Path, sets: &[String]) -> anyhow::Result<()> {
     let tm = Tm::new(Arc::clone(&core), cfg.tm.clone());
     let location = Arc::new(Location::memory(cfg.usrloc.clone()));
     let registrar = Registrar::new(Arc::clone(&core), location, cfg.registrar.clone());
-    let mods = Modules { core, htable: Arc::new(Htable::new(cfg.htable.clone())), tm, registrar };
+    cfg.registrar.validate().map_err(|e| anyhow::anyhow!("{}: [registrar] {e}", file.display()))?;
+    let protect = Arc::new(
+        Protect::new(cfg.pike.clone(), cfg.ratelimit.clone(), cfg.overload.clone())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+    );
+    let io = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let scratch = std::env::temp_dir().join(format!("geosip-check-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let check_auth = geosip_auth::AuthConfig { db_url: "sqlite:".into(), read_db_url: String::new(), ..cfg.auth.clone() };
+    let subs = Subscribers::open_lazy(&check_auth, &scratch, io.handle().clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let auth = Arc::new(
+        Auth::new(cfg.auth.clone(), subs, Some(Arc::clone(&protect))).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+    );
+    let mods = Modules { core, htable: Arc::new(Htable::new(cfg.htable.clone())), tm, registrar, auth, protect };
     ScriptEngine::check(cfg.script.clone(), base_dir(Some(file)).as_deref(), mods)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
@@ -124,11 +139,32 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("usrloc: cannot open the location store: {e}"))?,
     );
     let registrar = Registrar::new(Arc::clone(&core), Arc::clone(&location), cfg.registrar.clone());
+    let protect = Arc::new(
+        Protect::new(cfg.pike.clone(), cfg.ratelimit.clone(), cfg.overload.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    protect.register(&core.metrics, &core.rpc);
+    let subscribers = Subscribers::open(&cfg.auth, &data_dir, rt.handle().clone())
+        .map_err(|e| anyhow::anyhow!("auth: cannot open the subscriber table: {e}"))?;
+    subscribers.register_rpcs(&core.rpc);
+    let auth = Arc::new(
+        Auth::new(cfg.auth.clone(), subscribers, Some(Arc::clone(&protect))).map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    auth.register_metrics(&core.metrics);
+    if !cfg.auth.enabled {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF: anyone can register any user and call through this server. \
+             Enable it with [auth] enabled = true (or --set auth.enabled=true) and provision users \
+             with `geosip subscriber add USER@DOMAIN PASSWORD`."
+        );
+    }
     let mods = Modules {
         core: Arc::clone(&core),
         htable: Arc::clone(&htable),
         tm: Arc::clone(&tm),
         registrar: Arc::clone(&registrar),
+        auth: Arc::clone(&auth),
+        protect: Arc::clone(&protect),
     };
     let script = ScriptEngine::load(cfg.script.clone(), base_dir(loaded.file.as_deref()).as_deref(), mods)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -149,19 +185,30 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
     };
     server.threads.push(Tm::spawn_timer(&tm));
     {
+        // Every 100 ms: the transaction count feeds overload control; every 5 s: htable sweep.
         let h = Arc::clone(&htable);
-        server.threads.push(
-            std::thread::Builder::new()
-                .name("housekeeping".into())
-                .spawn(move || loop {
-                    std::thread::sleep(Duration::from_secs(5));
+        let p = Arc::clone(&protect);
+        let t = Arc::clone(&tm);
+        server.threads.push(std::thread::Builder::new().name("housekeeping".into()).spawn(move || {
+            let mut n = 0u64;
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                p.overload().set_transactions(t.live() as u64);
+                n += 1;
+                if n % 50 == 0 {
                     h.sweep(std::time::Instant::now());
-                })?,
-        );
+                }
+            }
+        })?);
     }
     register_core_rpcs(&server);
 
-    let engine = Arc::new(Engine { core: Arc::clone(&core), script: Arc::clone(&script), tm: Arc::clone(&tm) });
+    let engine = Arc::new(Engine {
+        core: Arc::clone(&core),
+        script: Arc::clone(&script),
+        tm: Arc::clone(&tm),
+        protect: Arc::clone(&protect),
+    });
     transports.start(engine).context("cannot start the transports")?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

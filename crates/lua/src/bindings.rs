@@ -10,6 +10,8 @@ use bytes::Bytes;
 use geosip_core::Core;
 use geosip_core::ctx::{MsgCtx, Target};
 use geosip_htable::{Htable, Value as HValue};
+use geosip_auth::Auth;
+use geosip_pike::Protect;
 use geosip_registrar::Registrar;
 use geosip_tm::{Tm, TmError};
 use mlua::{Lua, LuaString, Table, Value};
@@ -29,6 +31,10 @@ pub struct Modules {
     pub tm: Arc<Tm>,
     /// Registrar (with its location service).
     pub registrar: Arc<Registrar>,
+    /// Digest authentication and subscribers.
+    pub auth: Arc<Auth>,
+    /// Flood and overload protection.
+    pub protect: Arc<Protect>,
 }
 
 fn no_ctx() -> mlua::Error {
@@ -95,6 +101,9 @@ pub(crate) fn install(lua: &Lua, m: &Modules, vars: &BTreeMap<String, String>) -
     ksr.set("x", x_table(lua)?)?;
     ksr.set("tm", tm_table(lua, m)?)?;
     ksr.set("registrar", registrar_table(lua, m)?)?;
+    ksr.set("auth", auth_table(lua, m)?)?;
+    ksr.set("subscriber", subscriber_table(lua, m)?)?;
+    ksr.set("pike", pike_table(lua, m)?)?;
     let cfg = lua.create_table()?;
     let vars = vars.clone();
     func!(lua, cfg, "get", move |lua, name: LuaString| {
@@ -594,5 +603,64 @@ fn registrar_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
     func!(lua, t, "unregister", move |_, (table, uri): (LuaString, LuaString)| {
         Ok(r.unregister(&str_of(&table), &uri.as_bytes()))
     });
+    Ok(t)
+}
+
+fn auth_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    let a = Arc::clone(&m.auth);
+    func!(lua, t, "enabled", move |_, ()| Ok(a.enabled()));
+    for (name, www) in [("www_authenticate", true), ("proxy_authenticate", false)] {
+        let a = Arc::clone(&m.auth);
+        let core = Arc::clone(&m.core);
+        t.set(
+            name,
+            lua.create_function(move |_, realm: Option<LuaString>| {
+                let realm = realm.map(|r| bytes_of(&r)).unwrap_or_default();
+                take_ctx(|ctx| {
+                    if www {
+                        a.www_authenticate(&core, ctx, &realm)
+                    } else {
+                        a.proxy_authenticate(&core, ctx, &realm)
+                    }
+                })
+            })?,
+        )?;
+    }
+    let a = Arc::clone(&m.auth);
+    func!(lua, t, "consume_credentials", move |_, ()| with_ctx(|ctx| a.consume_credentials(ctx) as i64));
+    let a = Arc::clone(&m.auth);
+    func!(lua, t, "subscriber_exists", move |_, (user, domain): (Option<LuaString>, Option<LuaString>)| {
+        Ok(match (user, domain) {
+            (Some(u), Some(d)) => a.subscriber_exists(&u.as_bytes(), &d.as_bytes()),
+            _ => false,
+        })
+    });
+    let a = Arc::clone(&m.auth);
+    let core = Arc::clone(&m.core);
+    func!(lua, t, "is_local_domain", move |_, d: Option<LuaString>| {
+        Ok(d.is_some_and(|d| a.is_local_domain(&core, &d.as_bytes())))
+    });
+    Ok(t)
+}
+
+fn subscriber_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    let a = Arc::clone(&m.auth);
+    func!(lua, t, "attr", move |lua, name: LuaString| {
+        let name = str_of(&name);
+        match with_ctx(|ctx| a.subscriber_attr(ctx, &name))? {
+            Some(v) => Ok(Value::String(lua.create_string(v)?)),
+            None => Ok(Value::Nil),
+        }
+    });
+    Ok(t)
+}
+
+fn pike_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    let p = Arc::clone(&m.protect);
+    let core = Arc::clone(&m.core);
+    func!(lua, t, "pike_check_req", move |_, ()| with_ctx(|ctx| p.pike_check_req(&core, ctx)));
     Ok(t)
 }

@@ -9,11 +9,29 @@ use geosip_registrar::{Registrar, RegistrarConfig};
 use geosip_tm::{Tm, TmConfig};
 use geosip_usrloc::{Location, UsrlocConfig};
 
+static RT: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+});
+
 fn mods(core: &Arc<Core>) -> Modules {
     let tm = Tm::new(Arc::clone(core), TmConfig::default());
     let loc = Arc::new(Location::memory(UsrlocConfig::default()));
     let registrar = Registrar::new(Arc::clone(core), loc, RegistrarConfig::default());
-    Modules { core: Arc::clone(core), htable: Arc::new(Htable::new(HtableConfig::default())), tm, registrar }
+    let dir = std::env::temp_dir().join(format!("geosip-lua-subs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let subs = geosip_auth::Subscribers::open(&geosip_auth::AuthConfig::default(), &dir, RT.handle().clone()).unwrap();
+    let protect = Arc::new(
+        geosip_pike::Protect::new(Default::default(), Default::default(), Default::default()).unwrap(),
+    );
+    let auth = Arc::new(geosip_auth::Auth::new(Default::default(), subs, Some(Arc::clone(&protect))).unwrap());
+    Modules {
+        core: Arc::clone(core),
+        htable: Arc::new(Htable::new(HtableConfig::default())),
+        tm,
+        registrar,
+        auth,
+        protect,
+    }
 }
 
 use super::*;

@@ -229,159 +229,224 @@ impl HeaderName {
         if name.is_empty() || name.len() > 24 {
             return HeaderName::Other;
         }
-        Self::classify(name.len(), name_key(name, 0, name.len()))
+        Self::classify_words(name_words(name, 0, name.len()), name.len())
     }
 
-    /// Classifies a name from its length and [`name_key`].
-    #[inline]
-    pub(crate) fn classify(len: usize, key: [u64; 3]) -> HeaderName {
-        use HeaderName::*;
+    /// Classifies a name of `len` bytes (1..=24) from the raw little-endian words that hold
+    /// it (bytes past `len` may be anything).
+    ///
+    /// One multiplicative hash of the case-folded words picks the only candidate, which is
+    /// then compared in full: about 20 instructions whatever the name.
+    #[inline(always)]
+    pub(crate) fn classify_words(words: [u64; 3], len: usize) -> HeaderName {
         if len == 1 {
-            return match key[0] as u8 {
-                b'v' => Via,
-                b'i' => CallId,
-                b'm' => Contact,
-                b'f' => From,
-                b't' => To,
-                b'l' => ContentLength,
-                b'c' => ContentType,
-                b'k' => Supported,
-                b's' => Subject,
-                b'e' => ContentEncoding,
-                b'o' => Event,
-                b'u' => AllowEvents,
-                b'r' => ReferTo,
-                b'b' => ReferredBy,
-                b'x' => SessionExpires,
-                b'y' => Identity,
-                _ => Other,
-            };
+            return COMPACT[words[0] as u8 as usize];
         }
-        // Dispatch on length, then compare the case-folded name 8 bytes at a time.
-        for &(h, k) in Self::candidates(len) {
-            if k[0] == key[0] && k[1] == key[1] && k[2] == key[2] {
-                return h;
-            }
+        let k0 = fold(words[0]) & LOW[len.min(8)];
+        let k1 = fold(words[1]) & LOW[len.saturating_sub(8).min(8)];
+        let k2 = fold(words[2]) & LOW[len.saturating_sub(16).min(8)];
+        let h = SLOTS[slot(k0, k1, k2, len)];
+        let e = &ENTRIES[h as usize];
+        if e.len as usize == len && (e.key[0] ^ k0 | e.key[1] ^ k1 | e.key[2] ^ k2) == 0 {
+            h
+        } else {
+            HeaderName::Other
         }
-        Other
     }
 
-    /// Known names of a given length with their folded keys, most frequent first.
-    #[inline]
-    pub(crate) fn candidates(len: usize) -> &'static [(HeaderName, [u64; 3])] {
-        macro_rules! table {
-            ($($h:ident),*) => {{
-                const T: &[(HeaderName, [u64; 3])] =
-                    &[$((HeaderName::$h, const_key(HeaderName::$h.as_str().as_bytes()))),*];
-                T
-            }};
-        }
-        match len {
-            2 => table!(To),
-            3 => table!(Via),
-            4 => table!(From, CSeq, Path, Date, RAck, RSeq),
-            5 => table!(Route, Allow, Event),
-            6 => table!(Accept, Server, Reason, MinSe),
-            7 => table!(CallId, Contact, Expires, Require, Subject, Warning, Privacy),
-            8 => table!(Priority, ReplyTo, ReferTo, SipETag, Identity),
-            9 => table!(Supported, CallInfo, Timestamp),
-            10 => table!(UserAgent, AlertInfo, ErrorInfo),
-            11 => table!(Unsupported, MinExpires, RetryAfter, InReplyTo, ReferredBy),
-            12 => table!(
-                MaxForwards,
-                ContentType,
-                RecordRoute,
-                AllowEvents,
-                MimeVersion,
-                Organization,
-                SipIfMatch
-            ),
-            13 => table!(Authorization, ProxyRequire, ServiceRoute),
-            14 => table!(ContentLength),
-            15 => table!(AcceptEncoding, AcceptLanguage, SessionExpires),
-            16 => table!(ContentEncoding, WwwAuthenticate, ContentLanguage),
-            18 => table!(ProxyAuthenticate, SubscriptionState),
-            19 => table!(
-                ProxyAuthorization,
-                PAssertedIdentity,
-                ContentDisposition,
-                AuthenticationInfo
-            ),
-            20 => table!(PPreferredIdentity),
-            _ => &[],
-        }
-    }
+    /// Every variant but [`Other`](HeaderName::Other), in declaration order.
+    pub(crate) const ALL: [HeaderName; HeaderName::COUNT - 1] = {
+        use HeaderName::*;
+        [
+            Accept,
+            AcceptEncoding,
+            AcceptLanguage,
+            AlertInfo,
+            Allow,
+            AllowEvents,
+            AuthenticationInfo,
+            Authorization,
+            CallId,
+            CallInfo,
+            Contact,
+            ContentDisposition,
+            ContentEncoding,
+            ContentLanguage,
+            ContentLength,
+            ContentType,
+            CSeq,
+            Date,
+            ErrorInfo,
+            Event,
+            Expires,
+            From,
+            Identity,
+            InReplyTo,
+            MaxForwards,
+            MimeVersion,
+            MinExpires,
+            MinSe,
+            Organization,
+            PAssertedIdentity,
+            PPreferredIdentity,
+            Path,
+            Priority,
+            Privacy,
+            ProxyAuthenticate,
+            ProxyAuthorization,
+            ProxyRequire,
+            RAck,
+            Reason,
+            RecordRoute,
+            ReferTo,
+            ReferredBy,
+            ReplyTo,
+            Require,
+            RetryAfter,
+            Route,
+            RSeq,
+            Server,
+            ServiceRoute,
+            SessionExpires,
+            SipETag,
+            SipIfMatch,
+            Subject,
+            SubscriptionState,
+            Supported,
+            Timestamp,
+            To,
+            Unsupported,
+            UserAgent,
+            Via,
+            Warning,
+            WwwAuthenticate,
+        ]
+    };
 }
 
-/// Byte mask keeping the low `len` bytes of a word (`len` in 1..=8).
+/// `LOW[n]` keeps the low `n` bytes of a word.
+const LOW: [u64; 9] = {
+    let mut t = [0u64; 9];
+    let mut n = 1;
+    while n <= 8 {
+        t[n] = u64::MAX >> ((8 - n) * 8);
+        n += 1;
+    }
+    t
+};
+
+/// ASCII case folding of a name word: bit 6 of each byte (set for letters, clear for `-`,
+/// digits and control bytes) is copied into bit 5, which lower-cases letters and leaves
+/// everything else alone. A byte folds onto a letter only from that letter in either case, and
+/// onto `-` only from `-` (a plain `| 0x20` would also turn CR into `-`), so a name folds equal
+/// to a known name exactly when it is equal ignoring ASCII case.
 #[inline(always)]
-const fn low_bytes(len: usize) -> u64 {
-    if len >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (len * 8)) - 1
+const fn fold(w: u64) -> u64 {
+    w | ((w >> 1) & 0x2020_2020_2020_2020)
+}
+
+/// Folded key of a `len`-byte name (1..=24) held in `words`; bytes past the name are zeroed.
+const fn fold_key(words: [u64; 3], len: usize) -> [u64; 3] {
+    const fn lo(n: usize) -> u64 {
+        LOW[if n > 8 { 8 } else { n }]
     }
+    [
+        fold(words[0]) & lo(len),
+        fold(words[1]) & lo(len.saturating_sub(8)),
+        fold(words[2]) & lo(len.saturating_sub(16)),
+    ]
 }
 
-/// ASCII case folding of a name word: setting bit 5 lower-cases letters. Among `token`
-/// characters only letters are changed onto letters (`_` becomes DEL), so two token names fold
-/// equal exactly when they are equal ignoring ASCII case.
+/// Multiplier of the perfect hash below: no two known names (of 2 to 24 bytes) share a slot.
+/// Found by search; the table builder refuses to compile if a name is added that collides.
+const HASH_MUL: u64 = 0xcf8f_265a_ee20_856d;
+const SLOT_BITS: u32 = 7;
+
 #[inline(always)]
-const fn fold(w: u64, len: usize) -> u64 {
-    (w | 0x2020_2020_2020_2020) & low_bytes(len)
+const fn slot(k0: u64, k1: u64, k2: u64, len: usize) -> usize {
+    let x = k0 ^ k1.rotate_left(21) ^ k2.rotate_left(42) ^ len as u64;
+    (x.wrapping_mul(HASH_MUL) >> (64 - SLOT_BITS)) as usize
 }
 
-const fn const_key(name: &[u8]) -> [u64; 3] {
-    let mut k = [0u64; 3];
+/// What a known name looks like once folded.
+struct NameEntry {
+    key: [u64; 3],
+    len: u8,
+}
+
+const fn name_bytes_words(name: &[u8]) -> [u64; 3] {
+    let mut w = [0u64; 3];
     let mut i = 0;
     while i < name.len() && i < 24 {
-        k[i / 8] |= (name[i] as u64) << ((i % 8) * 8);
+        w[i / 8] |= (name[i] as u64) << ((i % 8) * 8);
         i += 1;
     }
-    let mut j = 0;
-    while j < 3 {
-        let start = j * 8;
-        if start < name.len() {
-            let len = if name.len() - start > 8 {
-                8
-            } else {
-                name.len() - start
-            };
-            k[j] = fold(k[j], len);
-        }
-        j += 1;
-    }
-    k
+    w
 }
 
-/// Folded key of a name of `len` bytes (1..=24) from the raw words that hold it.
-#[inline(always)]
-pub(crate) fn key_from_words(words: [u64; 3], len: usize) -> [u64; 3] {
-    let mut k = [0u64; 3];
-    let mut j = 0;
-    while j < 3 && j * 8 < len {
-        let n = (len - j * 8).min(8);
-        let w = words[j] & low_bytes(n);
-        if has_cr(w) {
-            return [u64::MAX; 3];
-        }
-        k[j] = fold(w, n);
-        j += 1;
+static ENTRIES: [NameEntry; HeaderName::COUNT] = {
+    const NONE: NameEntry = NameEntry {
+        key: [0; 3],
+        len: 0,
+    };
+    let mut t = [NONE; HeaderName::COUNT];
+    let mut i = 0;
+    while i < HeaderName::ALL.len() {
+        let h = HeaderName::ALL[i];
+        let name = h.as_str().as_bytes();
+        t[h as usize] = NameEntry {
+            key: fold_key(name_bytes_words(name), name.len()),
+            len: name.len() as u8,
+        };
+        i += 1;
     }
-    k
-}
+    t
+};
 
-/// Folded key of the `len`-byte name starting at `start` of `buf` (`len` <= 24). Loads whole
+static SLOTS: [HeaderName; 1 << SLOT_BITS] = {
+    let mut t = [HeaderName::Other; 1 << SLOT_BITS];
+    let mut i = 0;
+    while i < HeaderName::ALL.len() {
+        let h = HeaderName::ALL[i];
+        let name = h.as_str().as_bytes();
+        let k = fold_key(name_bytes_words(name), name.len());
+        let s = slot(k[0], k[1], k[2], name.len());
+        assert!(
+            t[s] as u8 == HeaderName::Other as u8,
+            "header name hash collision: pick another HASH_MUL"
+        );
+        t[s] = h;
+        i += 1;
+    }
+    t
+};
+
+/// Compact forms (RFC 3261 §7.3.3 and extensions), indexed by the folded byte.
+static COMPACT: [HeaderName; 256] = {
+    let mut t = [HeaderName::Other; 256];
+    let mut i = 0;
+    while i < HeaderName::ALL.len() {
+        let h = HeaderName::ALL[i];
+        if let Some(c) = h.compact() {
+            t[c as usize] = h;
+            t[(c ^ 0x20) as usize] = h;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// Raw words of the `len`-byte name (`len` <= 24) starting at `start` of `buf`. Loads whole
 /// words straight from the message when the bytes after the name are there (they always are
 /// for a header line, which goes on with `:` and the value).
 #[inline(always)]
-pub(crate) fn name_key(buf: &[u8], start: usize, len: usize) -> [u64; 3] {
+pub(crate) fn name_words(buf: &[u8], start: usize, len: usize) -> [u64; 3] {
     let mut k = [0u64; 3];
     let mut j = 0;
     while j < 3 && j * 8 < len {
         let off = start + j * 8;
         let n = (len - j * 8).min(8);
-        let w = if off + 8 <= buf.len() {
+        k[j] = if off + 8 <= buf.len() {
             crate::scan::load8(buf, off)
         } else {
             let mut a = [0u8; 8];
@@ -390,20 +455,9 @@ pub(crate) fn name_key(buf: &[u8], start: usize, len: usize) -> [u64; 3] {
             }
             u64::from_le_bytes(a)
         };
-        // A CR folds onto '-': make such a name match nothing.
-        if has_cr(w & low_bytes(n)) {
-            return [u64::MAX; 3];
-        }
-        k[j] = fold(w, n);
         j += 1;
     }
     k
-}
-
-#[inline(always)]
-fn has_cr(w: u64) -> bool {
-    let x = w ^ 0x0d0d_0d0d_0d0d_0d0d;
-    x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080 != 0
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@ use smallvec::SmallVec;
 use crate::addr::NameAddr;
 use crate::auth::AuthValue;
 use crate::error::{ParseError, ParseErrorKind};
-use crate::header::{HeaderName, key_from_words, name_key};
+use crate::header::{HeaderName, name_words};
 use crate::method::{Method, MethodCode};
-use crate::scan::{CommaValues, find_byte, is_lws, is_token, name_colon, parse_u64};
+use crate::scan::{CommaValues, find_byte, find_nl, is_lws, is_token, name_colon, parse_u64};
 use crate::typed::{CSeq, Contact};
 use crate::uri::Uri;
 use crate::via::Via;
@@ -186,113 +186,35 @@ impl SipMessage {
         // Header lines.
         let mut pos = sl_line_end;
         let mut content_length: Option<Option<u64>> = None;
-        // Every line feed of the header section, in order, from one vectorised search.
-        let mut nls = memchr::memchr_iter(b'\n', &b[sl_line_end..]);
-        let mut next_nl = move || nls.next().map_or(n, |p| p + sl_line_end);
         loop {
-            if pos >= n {
-                msg.flags |= FLAG_NO_EMPTY_LINE;
-                msg.headers_end = n as u32;
-                msg.body_start = n as u32;
-                break;
-            }
-            let c = b[pos];
-            if c == b'\n' {
-                msg.headers_end = pos as u32;
-                msg.body_start = (pos + 1) as u32;
-                break;
-            }
-            if c == b'\r' && b.get(pos + 1) == Some(&b'\n') {
-                msg.headers_end = pos as u32;
-                msg.body_start = (pos + 2) as u32;
-                break;
-            }
-            // Fast path: the ':' within the first 24 bytes, found with the words that also give
-            // the name's folded key. Slow path: long names, line ends, end of buffer.
-            let fast = if c == b' ' || c == b'\t' {
-                None
-            } else {
-                name_colon(b, pos)
-            };
-            let first_nl = next_nl();
-            let (colon, words) = match fast {
-                Some((k, words)) => (Some(pos + k), Some(words)),
-                None => {
-                    let colon = if c == b' ' || c == b'\t' {
-                        None
-                    } else {
-                        find_byte(&b[pos..first_nl], b':').map(|k| pos + k)
-                    };
-                    (colon, None)
-                }
-            };
-            // Continuation lines start with SP/HT (RFC 3261 §7.3.1).
-            let mut nl = first_nl;
-            while let Some(b' ' | b'\t') = b.get(nl + 1) {
-                nl = next_nl();
-            }
-            let line_end = (nl + 1).min(n);
-            let Some(colon) = colon else {
-                if msg.flags & FLAG_BAD_LINE == 0 {
-                    msg.flags |= FLAG_BAD_LINE;
-                    msg.bad_line = pos as u32;
-                }
-                pos = line_end;
-                continue;
-            };
-            let mut name_end = colon;
-            let mut trimmed = false;
-            if name_end > pos && matches!(b[name_end - 1], b' ' | b'\t') {
-                trimmed = true;
-                while name_end > pos && matches!(b[name_end - 1], b' ' | b'\t') {
-                    name_end -= 1;
-                }
-            }
-            if name_end == pos {
-                if msg.flags & FLAG_BAD_LINE == 0 {
-                    msg.flags |= FLAG_BAD_LINE;
-                    msg.bad_line = pos as u32;
-                }
-                pos = line_end;
-                continue;
-            }
-            // Value: "Name: value\r\n" is the common shape; anything else takes the slow path
-            // (more spaces, folding right after the colon, empty value, trailing spaces).
-            let value_from = colon + 1;
-            let end = if nl > value_from && b[nl - 1] == b'\r' {
-                nl - 1
-            } else {
-                nl
-            };
-            let (mut vs, mut ve) = (value_from, end);
-            match b.get(value_from..value_from + 2) {
-                Some(&[b' ', x]) if !is_lws(x) => vs = value_from + 1,
-                _ => {
-                    while vs < line_end && is_lws(b[vs]) {
-                        vs += 1;
+            let (name, name_end, vs, ve, line_end) = match fast_line(b, pos) {
+                Some(l) => l,
+                None => match slow_line(b, pos) {
+                    Line::Header(l) => l,
+                    Line::Bad { line_end } => {
+                        if msg.flags & FLAG_BAD_LINE == 0 {
+                            msg.flags |= FLAG_BAD_LINE;
+                            msg.bad_line = pos as u32;
+                        }
+                        pos = line_end;
+                        continue;
                     }
-                }
-            }
-            if ve > vs && is_lws(b[ve - 1]) {
-                while ve > vs && is_lws(b[ve - 1]) {
-                    ve -= 1;
-                }
-            }
-            if vs >= ve {
-                // Empty value: anchor it right after the colon so that a replacement stays on
-                // the line.
-                vs = value_from;
-                ve = value_from;
-            }
+                    Line::End {
+                        headers_end,
+                        body_start,
+                    } => {
+                        if headers_end == n {
+                            msg.flags |= FLAG_NO_EMPTY_LINE;
+                        }
+                        msg.headers_end = headers_end as u32;
+                        msg.body_start = body_start as u32;
+                        break;
+                    }
+                },
+            };
             if msg.headers.len() >= MAX_HEADERS {
                 return Err(ParseError::new(ParseErrorKind::TooManyHeaders, pos));
             }
-            let name_len = name_end - pos;
-            let name = match words {
-                Some(w) if !trimmed => HeaderName::classify(name_len, key_from_words(w, name_len)),
-                _ if name_len <= 24 => HeaderName::classify(name_len, name_key(b, pos, name_len)),
-                _ => HeaderName::Other,
-            };
             if name == HeaderName::ContentLength && content_length.is_none() {
                 content_length = Some(parse_u64(&b[vs..ve]));
             }
@@ -766,6 +688,139 @@ impl SipMessage {
     pub(crate) fn method_is_token(&self) -> bool {
         is_token(self.slice(self.sl[0].0, self.sl[0].1))
     }
+}
+
+/// A header line framed: name, end of the name, trimmed value, end of the line (after its LF).
+type LineParts = (HeaderName, usize, usize, usize, usize);
+
+/// What [`slow_line`] found at a line start.
+enum Line {
+    Header(LineParts),
+    /// Not `name: value` (no colon, empty name, or a continuation line with nothing before).
+    Bad {
+        line_end: usize,
+    },
+    /// The empty line ending the header section (`headers_end == len` when the buffer ends
+    /// first).
+    End {
+        headers_end: usize,
+        body_start: usize,
+    },
+}
+
+/// Frames the header line at `pos` when it has the common shape `Name: value\r\n`: a name of
+/// at most 23 bytes right before the colon, one space, a value without leading or trailing
+/// whitespace, CRLF, no continuation line. `None` means "ask [`slow_line`]", which frames
+/// everything else (and gives the same result for these lines).
+#[inline(always)]
+fn fast_line(b: &[u8], pos: usize) -> Option<LineParts> {
+    let c = *b.get(pos)?;
+    if matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
+        return None;
+    }
+    let (k, words) = name_colon(b, pos)?;
+    let colon = pos + k;
+    if k == 0 || matches!(b[colon - 1], b' ' | b'\t') {
+        return None;
+    }
+    let vs = colon + 2;
+    match b.get(colon + 1..colon + 3) {
+        Some(&[b' ', x]) if !is_lws(x) => {}
+        _ => return None,
+    }
+    // Classified before the search so that the name words need not live across it.
+    let name = HeaderName::classify_words(words, k);
+    let nl = find_nl(b, vs + 1);
+    // Value of at least one byte, ending in a non-LWS byte followed by CRLF, and no
+    // continuation line after.
+    if nl >= b.len() || b[nl - 1] != b'\r' || is_lws(b[nl - 2]) {
+        return None;
+    }
+    if matches!(b.get(nl + 1), Some(b' ' | b'\t')) {
+        return None;
+    }
+    Some((name, colon, vs, nl - 1, nl + 1))
+}
+
+/// Frames the line at `pos` whatever its shape (see [`fast_line`] for the common one).
+#[inline(never)]
+fn slow_line(b: &[u8], pos: usize) -> Line {
+    let n = b.len();
+    let Some(&c) = b.get(pos) else {
+        return Line::End {
+            headers_end: n,
+            body_start: n,
+        };
+    };
+    if c == b'\n' {
+        return Line::End {
+            headers_end: pos,
+            body_start: pos + 1,
+        };
+    }
+    if c == b'\r' && b.get(pos + 1) == Some(&b'\n') {
+        return Line::End {
+            headers_end: pos,
+            body_start: pos + 2,
+        };
+    }
+    let ws = c == b' ' || c == b'\t';
+    let fast = if ws { None } else { name_colon(b, pos) };
+    let (colon, words, mut nl) = match fast {
+        Some((k, words)) => (Some(pos + k), Some(words), find_nl(b, pos + k + 1)),
+        None => {
+            let nl = find_nl(b, pos);
+            let colon = if ws {
+                None
+            } else {
+                find_byte(&b[pos..nl], b':').map(|k| pos + k)
+            };
+            (colon, None, nl)
+        }
+    };
+    // Continuation lines start with SP/HT (RFC 3261 §7.3.1).
+    while let Some(b' ' | b'\t') = b.get(nl + 1) {
+        nl = find_nl(b, nl + 2);
+    }
+    let line_end = (nl + 1).min(n);
+    let Some(colon) = colon else {
+        return Line::Bad { line_end };
+    };
+    let mut name_end = colon;
+    let mut trimmed = false;
+    while name_end > pos && matches!(b[name_end - 1], b' ' | b'\t') {
+        trimmed = true;
+        name_end -= 1;
+    }
+    if name_end == pos {
+        return Line::Bad { line_end };
+    }
+    let value_from = colon + 1;
+    let end = if nl > value_from && b[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    let (mut vs, mut ve) = (value_from, end);
+    while vs < line_end && is_lws(b[vs]) {
+        vs += 1;
+    }
+    while ve > vs && is_lws(b[ve - 1]) {
+        ve -= 1;
+    }
+    if vs >= ve {
+        // Empty value: anchor it right after the colon so that a replacement stays on the
+        // line.
+        vs = value_from;
+        ve = value_from;
+    }
+    let name_len = name_end - pos;
+    let name = match words {
+        Some(w) if !trimmed => HeaderName::classify_words(w, name_len),
+        _ if name_len <= 24 => HeaderName::classify_words(name_words(b, pos, name_len), name_len),
+        _ => HeaderName::Other,
+    };
+    Line::Header((name, name_end, vs, ve, line_end))
 }
 
 /// Parses an (already trimmed) header value holding one name-addr, as

@@ -270,6 +270,32 @@ pub(crate) fn name_colon(b: &[u8], pos: usize) -> Option<(usize, [u64; 3])> {
     None
 }
 
+/// Position of the first line feed at or after `i` in `s`, or `s.len()` when there is none.
+///
+/// Sixteen bytes per step: the "any byte is LF" test is written so that the compiler turns it
+/// into one vector compare and mask (no `unsafe`, no intrinsics), then SWAR finds the byte.
+/// Cheaper than a `memchr` call on the 20-100 byte spans of header lines.
+#[inline(always)]
+pub(crate) fn find_nl(s: &[u8], mut i: usize) -> usize {
+    const NL: u64 = LO.wrapping_mul(b'\n' as u64);
+    while i + 16 <= s.len() {
+        let ch = &s[i..i + 16];
+        if ch.iter().fold(false, |a, &x| a | (x == b'\n')) {
+            let t = has_byte(load8(ch, 0), NL);
+            if t != 0 {
+                return i + (t.trailing_zeros() / 8) as usize;
+            }
+            let t = has_byte(load8(ch, 8), NL);
+            return i + 8 + (t.trailing_zeros() / 8) as usize;
+        }
+        i += 16;
+    }
+    while i < s.len() && s[i] != b'\n' {
+        i += 1;
+    }
+    i.min(s.len())
+}
+
 /// [`find_byte`] with memchr's argument order.
 #[inline]
 pub(crate) fn find_byte_at(c: u8, s: &[u8]) -> Option<usize> {

@@ -213,6 +213,10 @@ pub trait Handler: Send + Sync + 'static {
 
     /// An asynchronous send failed (TCP connect refused, connection closed). Default: ignore.
     fn on_send_failed(&self, _dst: Destination) {}
+
+    /// A UDP worker fetched `received` datagrams in one `recvmmsg` of `capacity`: a full batch
+    /// means the socket has a backlog (a load signal for overload control). Default: ignore.
+    fn on_batch(&self, _worker: usize, _received: usize, _capacity: usize) {}
 }
 
 /// Transport settings (`[core]` keys in the config).
@@ -353,15 +357,18 @@ impl Transports {
     /// delivering to `handler`.
     pub fn start(&self, handler: Arc<dyn Handler>) -> io::Result<()> {
         let pending = std::mem::take(&mut *self.inner.udp_pending.lock());
+        let mut worker_no = 0usize;
         for group in pending {
             let local = self.inner.sockets[group.id.0 as usize].addr;
             for (n, sock) in group.sockets.into_iter().enumerate() {
                 let h = Arc::clone(&handler);
                 let inner = Arc::clone(&self.inner);
                 let id = group.id;
+                let wn = worker_no;
+                worker_no += 1;
                 let t = std::thread::Builder::new()
                     .name(format!("udp-{}-{n}", id.0))
-                    .spawn(move || udp::worker(inner, sock, id, local, h))?;
+                    .spawn(move || udp::worker(inner, sock, id, local, h, wn))?;
                 self.inner.threads.lock().push(t);
             }
         }

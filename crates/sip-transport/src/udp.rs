@@ -49,7 +49,14 @@ pub(crate) fn bind_group(addr: SocketAddr, n: usize, cfg: &TransportConfig) -> i
     Ok(v)
 }
 
-pub(crate) fn worker(inner: Arc<Inner>, sock: Arc<UdpSocket>, id: SocketId, local: SocketAddr, h: Arc<dyn Handler>) {
+pub(crate) fn worker(
+    inner: Arc<Inner>,
+    sock: Arc<UdpSocket>,
+    id: SocketId,
+    local: SocketAddr,
+    h: Arc<dyn Handler>,
+    worker_no: usize,
+) {
     let mut batch = RecvBatch::new();
     while !inner.stop.load(Ordering::Relaxed) {
         let n = match batch.recv(&*sock) {
@@ -64,6 +71,7 @@ pub(crate) fn worker(inner: Arc<Inner>, sock: Arc<UdpSocket>, id: SocketId, loca
                 continue;
             }
         };
+        h.on_batch(worker_no, n, crate::sys::BATCH);
         for i in 0..n {
             let Some((data, src, truncated)) = batch.get(i) else { continue };
             let Some(src) = src else { continue };
