@@ -147,8 +147,8 @@ fn metrics_expose_message_counters_by_method_and_build_info() {
     }
     let m = s.metrics();
     assert!(m.contains("# TYPE geosip_sip_requests_received_total counter"), "{m}");
-    assert_eq!(s.metric("geosip_sip_requests_received_total{method=\"OPTIONS\"}"), Some(3.0));
-    assert_eq!(s.metric("geosip_sip_replies_sent_total{class=\"2xx\"}"), Some(3.0));
+    assert_eq!(s.wait_metric("geosip_sip_requests_received_total{method=\"OPTIONS\"}", 3.0), Some(3.0));
+    assert_eq!(s.wait_metric("geosip_sip_replies_sent_total{class=\"2xx\"}", 3.0), Some(3.0));
     assert!(m.contains("geosip_build_info{version="));
 }
 

@@ -156,6 +156,19 @@ impl Server {
             .and_then(|v| v.parse().ok())
     }
 
+    /// Waits (up to 3 s) until a metric sample has `value`: counters are bumped right after
+    /// the send that the test just observed.
+    pub fn wait_metric(&self, series: &str, value: f64) -> Option<f64> {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let v = self.metric(series);
+            if v == Some(value) || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
