@@ -336,7 +336,7 @@ fn sipp_calls_through_the_proxy_with_the_bench_scenarios() {
     if !have_tool("sipp") {
         return;
     }
-    let s = Server::start(&[]);
+    let s = Server::start(&["--set", "pike.whitelist=[\"127.0.0.1\"]"]);
     let dir = temp_dir("sipp-call");
     let bench = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/bench/sipbench.py");
     if !std::path::Path::new(bench).exists() {
