@@ -12,7 +12,7 @@ use geosip_store::location::{LoadCursor, WriteOp};
 use serde_json::{Value, json};
 
 use crate::Error;
-use crate::backend::{PartitionedBackend, Shared, unix_s};
+use crate::backend::{PartitionedBackend, Shared, unix_s, within};
 use crate::cluster::Status;
 use crate::db::DbConn;
 use crate::topology::{DbState, Slot, Topology};
@@ -173,11 +173,11 @@ impl PartitionedBackend {
     /// follows within one reload interval) and reloads this node at once. `on` resets the
     /// error counter; a database that was not on comes back write-only for the window.
     pub async fn set_status(&self, group: u32, no: u32, status: Status) -> Result<Value, Error> {
-        let found = self
-            .shared
-            .cluster
-            .set_status(group, no, status, unix_s())
-            .await?;
+        let found = within(
+            self.shared.cfg.cluster_timeout(),
+            self.shared.cluster.set_status(group, no, status, unix_s()),
+        )
+        .await?;
         if !found {
             return Err(Error::NotFound { group, no });
         }

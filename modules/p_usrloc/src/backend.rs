@@ -91,6 +91,17 @@ impl Drop for PartitionedBackend {
     }
 }
 
+/// Runs a cluster-table call with a timeout (a hung master must not hang reloads and RPCs).
+pub(crate) async fn within<T>(
+    d: Duration,
+    fut: impl std::future::Future<Output = StoreResult<T>>,
+) -> StoreResult<T> {
+    match tokio::time::timeout(d, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Timeout(d.as_millis() as u64)),
+    }
+}
+
 fn unavailable(msg: String) -> StoreError {
     StoreError::Unavailable(msg)
 }
@@ -239,6 +250,16 @@ impl Shared {
         {
             return;
         }
+        // Cleared however this ends (also when a timeout drops the future).
+        struct Running(Option<Arc<DbConn>>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                if let Some(c) = &self.0 {
+                    c.failing_over.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        let _running = Running(conn.clone());
         let extra = conn
             .as_ref()
             .map_or(0, |c| c.pending_errors.swap(0, Ordering::Relaxed));
@@ -255,10 +276,12 @@ impl Shared {
             })
             .unwrap_or_default();
         let use_spares = !row.spare && !topo.spares.is_empty();
-        let r = self
-            .cluster
-            .fail_over(&row, extra, &avoid, use_spares, unix_s())
-            .await;
+        let r = within(
+            self.cfg.cluster_timeout(),
+            self.cluster
+                .fail_over(&row, extra, &avoid, use_spares, unix_s()),
+        )
+        .await;
         match r {
             Ok(Failover::AlreadyDone) => {}
             Ok(Failover::TurnedOff) => {
@@ -285,9 +308,6 @@ impl Shared {
                 }
                 tracing::error!(target: "geosip_p_usrloc", group = row.id, db = row.no, error = %e, "cluster table unreachable: the database is off on this node only");
             }
-        }
-        if let Some(c) = &conn {
-            c.failing_over.store(false, Ordering::Relaxed);
         }
     }
 
@@ -317,7 +337,7 @@ impl Shared {
     pub(crate) async fn reload(self: &Arc<Self>) -> StoreResult<()> {
         let _one = self.reload_lock.lock().await;
         self.counters.reloads.fetch_add(1, Ordering::Relaxed);
-        let r = self.reload_locked().await;
+        let r = within(self.cfg.cluster_timeout() * 5, self.reload_locked()).await;
         match &r {
             Ok(()) => {
                 self.last_reload.store(unix_s(), Ordering::Relaxed);
@@ -583,10 +603,12 @@ impl Shared {
             let now = unix_s();
             conn.pending_errors.store(0, Ordering::Relaxed);
             if slot.row.status == Status::Off {
-                match self
-                    .cluster
-                    .bring_back(slot.row.id, slot.row.no, &slot.row.url, now)
-                    .await
+                match within(
+                    self.cfg.cluster_timeout(),
+                    self.cluster
+                        .bring_back(slot.row.id, slot.row.no, &slot.row.url, now),
+                )
+                .await
                 {
                     Ok(true) => {
                         self.counters.returns.fetch_add(1, Ordering::Relaxed);
@@ -1152,7 +1174,7 @@ impl PartitionedBackend {
             cfg.cluster_read_url.as_deref(),
             data_dir,
             cfg.cluster_pool_size,
-            cfg.timeout() * 4,
+            cfg.cluster_timeout(),
         )?;
         let shared = Arc::new(Shared {
             data_dir: data_dir.to_path_buf(),
@@ -1171,7 +1193,7 @@ impl PartitionedBackend {
             handle,
             cfg,
         });
-        let timeout = shared.cfg.timeout() * 4;
+        let timeout = shared.cfg.cluster_timeout();
         let init = match tokio::time::timeout(timeout, shared.cluster.init()).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout(timeout.as_millis() as u64)),

@@ -153,6 +153,8 @@ pub struct LocationConfig {
     pub expire_window_s: u64,
     /// Timeout of each call to one location database, ms. Default 500.
     pub timeout_ms: u64,
+    /// Timeout of calls to the cluster database, ms. Default 2000.
+    pub cluster_timeout_ms: u64,
     /// Connections per location database. Default 8.
     pub pool_size: u32,
     /// Connections to the cluster database. Default 2.
@@ -185,6 +187,7 @@ impl Default for LocationConfig {
             retry_interval_s: 10,
             expire_window_s: 3600,
             timeout_ms: 500,
+            cluster_timeout_ms: 2000,
             pool_size: 8,
             cluster_pool_size: 2,
             auto_rebalance: true,
@@ -235,6 +238,7 @@ impl LocationConfig {
             ("error_threshold", self.error_threshold),
             ("expire_window_s", self.expire_window_s),
             ("timeout_ms", self.timeout_ms),
+            ("cluster_timeout_ms", self.cluster_timeout_ms),
         ] {
             if v == 0 {
                 return bad(format!("{k} must be at least 1"));
@@ -246,6 +250,23 @@ impl LocationConfig {
     /// Timeout of one database call.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.max(1))
+    }
+
+    /// Timeout of one call to the cluster database.
+    pub fn cluster_timeout(&self) -> Duration {
+        Duration::from_millis(self.cluster_timeout_ms.max(1))
+    }
+
+    /// Refuses an `expire_window_s` shorter than the registrar's longest expiry: a database
+    /// that came back would be read before it holds every live contact.
+    pub fn check_max_expires(&self, max_expires_s: u64) -> Result<(), Error> {
+        if self.expire_window_s < max_expires_s {
+            return Err(Error::Config(format!(
+                "expire_window_s = {} is shorter than the registrar's max expiry {max_expires_s} s",
+                self.expire_window_s
+            )));
+        }
+        Ok(())
     }
 
     /// Store settings of one location database.
@@ -374,6 +395,7 @@ error_threshold = 20
 retry_interval_s = 3
 expire_window_s = 7200
 timeout_ms = 300
+cluster_timeout_ms = 1000
 pool_size = 4
 cluster_pool_size = 1
 auto_rebalance = false
@@ -394,7 +416,10 @@ risk_group = 9
         assert_eq!(c.groups[0].databases[0].risk_group(), 7);
         assert_eq!(c.spares[0].risk_group, Some(9));
         assert!(!c.auto_rebalance);
+        assert_eq!(c.cluster_timeout(), Duration::from_secs(1));
         assert!(c.validate().is_ok());
+        assert!(c.check_max_expires(7200).is_ok());
+        assert!(c.check_max_expires(7201).is_err());
         assert!(toml::from_str::<LocationConfig>("db_mod = \"db-only\"\n").is_err());
         assert!(toml::from_str::<LocationConfig>("write_policy = \"most\"\n").is_err());
         assert!(
