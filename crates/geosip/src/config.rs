@@ -37,6 +37,9 @@ pub struct Config {
     pub ratelimit: geosip_pike::RateLimitConfig,
     /// `[overload]`: load shedding with 503 + Retry-After.
     pub overload: geosip_pike::OverloadConfig,
+    /// `[location]`: location partitioned over groups of databases (p_usrloc). When present it
+    /// is usrloc's store (`usrloc.db_url` is not used).
+    pub location: Option<geosip_p_usrloc::LocationConfig>,
 }
 
 /// `[admin]`.

@@ -27,6 +27,9 @@ pub struct Server {
     pub core: Arc<Core>,
     pub script: Arc<ScriptEngine>,
     pub location: Arc<Location>,
+    /// The partitioned backend, kept alive for its reloader and watcher.
+    #[allow(dead_code)]
+    pub partitions: Option<Arc<geosip_p_usrloc::PartitionedBackend>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -134,10 +137,25 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
     register_transport_metrics(&core);
     let htable = Arc::new(Htable::new(cfg.htable.clone()));
     let tm = Tm::new(Arc::clone(&core), cfg.tm.clone());
-    let location = Arc::new(
-        Location::open(cfg.usrloc.clone(), &data_dir, rt.handle().clone())
-            .map_err(|e| anyhow::anyhow!("usrloc: cannot open the location store: {e}"))?,
-    );
+    let (location, partitions) = match &cfg.location {
+        Some(lc) => {
+            lc.validate().map_err(|e| anyhow::anyhow!("[location]: {e}"))?;
+            lc.check_max_expires(u64::from(cfg.registrar.max_expires))
+                .map_err(|e| anyhow::anyhow!("[location]: {e}"))?;
+            let (loc, backend) = geosip_p_usrloc::open_location(lc, &cfg.usrloc, &data_dir, rt.handle().clone())
+                .map_err(|e| anyhow::anyhow!("[location]: cannot open the partitioned location: {e}"))?;
+            backend.register_rpc(&core.rpc);
+            backend.register_metrics(&core.metrics);
+            (Arc::new(loc), Some(backend))
+        }
+        None => (
+            Arc::new(
+                Location::open(cfg.usrloc.clone(), &data_dir, rt.handle().clone())
+                    .map_err(|e| anyhow::anyhow!("usrloc: cannot open the location store: {e}"))?,
+            ),
+            None,
+        ),
+    };
     let registrar = Registrar::new(Arc::clone(&core), Arc::clone(&location), cfg.registrar.clone());
     let protect = Arc::new(
         Protect::new(cfg.pike.clone(), cfg.ratelimit.clone(), cfg.overload.clone())
@@ -174,6 +192,7 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
         core: Arc::clone(&core),
         script: Arc::clone(&script),
         location: Arc::clone(&location),
+        partitions,
         threads: Vec::new(),
     };
     // The location service sweeps expired bindings and flushes write-back on its own runtime

@@ -35,8 +35,12 @@ impl Registrar {
     /// * never when `use_received` is off or the binding has a Path (the first Path hop, the
     ///   edge proxy next to the phone, deals with NAT, RFC 3327);
     /// * always when the REGISTER came over TCP/TLS/WS/WSS: requests must reuse that flow;
-    /// * over UDP, when the contact's host is not the source IP literally, or its port
-    ///   (default 5060, 5061 for `sips:`/TLS) is not the source port.
+    /// * over UDP, when the contact's host is a private, shared or link-local address
+    ///   (RFC 1918, RFC 6598, RFC 3927, RFC 4193, fe80::/10) other than the source IP: the
+    ///   phone sits behind NAT and put its inside address in Contact (Kamailio's
+    ///   `nat_uac_test` flag 1 with `fix_nated_register`). A contact naming a public address
+    ///   or a host name is trusted, so third-party registrations (a registration agent
+    ///   registering phones, SIPp) keep working.
     pub(crate) fn nat_destination(&self, b: &Binding) -> Option<String> {
         if !self.cfg.use_received || !b.path.is_empty() {
             return None;
@@ -49,20 +53,8 @@ impl Registrar {
         if !matches!(uri.scheme(), Scheme::Sip | Scheme::Sips) {
             return None;
         }
-        let tls = uri.scheme() == Scheme::Sips
-            || uri
-                .transport()
-                .is_some_and(|t| t.eq_ignore_ascii_case(b"tls"));
-        let port = uri.port().unwrap_or(if tls { 5061 } else { 5060 });
-        let same_ip = uri
-            .host()
-            .ip()
-            .is_some_and(|ip| ip.to_canonical() == r.source.ip().to_canonical());
-        if same_ip && port == r.source.port() {
-            None
-        } else {
-            Some(received_uri(r))
-        }
+        let ip = uri.host().ip()?.to_canonical();
+        (is_inside_address(ip) && ip != r.source.ip().to_canonical()).then(|| received_uri(r))
     }
 
     /// The local socket the REGISTER arrived on, if it is still one of ours.
@@ -186,6 +178,20 @@ impl Registrar {
                 tracing::warn!(target: "geosip_registrar", aor = %String::from_utf8_lossy(&aor), error = %e, "unregister failed");
                 -2
             }
+        }
+    }
+}
+
+/// Addresses that only mean something inside a private network.
+fn is_inside_address(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v) => {
+            let o = v.octets();
+            v.is_private() || v.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        std::net::IpAddr::V6(v) => {
+            let s = v.segments()[0];
+            (s & 0xfe00) == 0xfc00 || (s & 0xffc0) == 0xfe80
         }
     }
 }
