@@ -4,12 +4,12 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::params::ParamScan;
-use crate::params::Params;
+use crate::params::{ParamScan, Params, canonical_params};
 use crate::scan::{
-    find_byte, find_byte2, find_byte3, is_lws, is_token_byte, skip_lws, skip_quoted, trim_lws,
-    unquote,
+    find_byte, find_byte2, find_byte3, is_lws, is_token_byte, offset_in, skip_lws, skip_quoted,
+    trim_lws, unquote,
 };
+use crate::span::{MAX_VALUE, Sp};
 use crate::uri::{InvalidUri, Uri};
 
 /// The value is not a `name-addr` or `addr-spec`.
@@ -29,15 +29,22 @@ impl std::error::Error for InvalidNameAddr {}
 /// Header parameters (after `>` or after the addr-spec) are in [`params`](Self::params):
 /// `tag` for From/To, `q`, `expires`, `+sip.instance`, `reg-id` for Contact (RFC 3261 §20.10,
 /// RFC 5626 §4.2). URI parameters stay inside [`uri`](Self::uri). Parsed in one pass; the tag
-/// is located while parsing.
+/// is located while parsing. The value keeps the raw bytes and the positions of its parts,
+/// which is also what [`SipMessage`](crate::SipMessage) caches for From, To and the top Route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NameAddr<'a> {
     raw: &'a [u8],
-    display: Option<&'a [u8]>,
-    uri: &'a [u8],
+    sp: AddrSpans,
+}
+
+/// Positions of the parts of a name-addr, relative to its raw bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AddrSpans {
+    display: Sp,
+    uri: Sp,
+    params: Sp,
+    tag: Sp,
     angle: bool,
-    params: Params<'a>,
-    tag: Option<&'a [u8]>,
     params_ok: bool,
 }
 
@@ -47,10 +54,23 @@ impl<'a> NameAddr<'a> {
         let v = trim_lws(value);
         let (mut a, end) = Self::parse_first(v)?;
         if end < v.len() {
-            a.params_ok = false;
+            a.sp.params_ok = false;
             a.raw = v;
         }
         Ok(a)
+    }
+
+    /// Rebuilds a value from its raw bytes and the positions found by parsing (what the
+    /// message caches).
+    #[inline(always)]
+    pub(crate) fn from_parts(raw: &'a [u8], sp: AddrSpans) -> NameAddr<'a> {
+        NameAddr { raw, sp }
+    }
+
+    /// The positions of the parts, relative to [`raw`](Self::raw).
+    #[inline(always)]
+    pub(crate) fn spans(&self) -> AddrSpans {
+        self.sp
     }
 
     /// Parses the first value of a list; returns it and where it stopped (the `,` before the
@@ -59,17 +79,21 @@ impl<'a> NameAddr<'a> {
     pub(crate) fn parse_first(value: &'a [u8]) -> Result<(NameAddr<'a>, usize), InvalidNameAddr> {
         let skip = skip_lws(value, 0);
         let v = &value[skip..];
-        if v.is_empty() {
+        if v.is_empty() || v.len() > MAX_VALUE {
             return Err(InvalidNameAddr);
         }
-        let (display, uri, angle, params_from) = if v[0] == b'"' {
+        let (display, uri, angle, params_from) = if v[0] == b'<' {
+            // The usual `<uri>`: no display name.
+            let gt = find_byte(&v[1..], b'>').ok_or(InvalidNameAddr)? + 1;
+            (Sp::NONE, Sp::new(1, gt), true, gt + 1)
+        } else if v[0] == b'"' {
             let end = skip_quoted(v, 0).ok_or(InvalidNameAddr)?;
             let lt = skip_lws(v, end);
             if v.get(lt) != Some(&b'<') {
                 return Err(InvalidNameAddr);
             }
             let gt = find_byte(&v[lt + 1..], b'>').ok_or(InvalidNameAddr)? + lt + 1;
-            (Some(&v[..end]), &v[lt + 1..gt], true, gt + 1)
+            (Sp::new(0, end), Sp::new(lt + 1, gt), true, gt + 1)
         } else {
             // name-addr when a '<' comes before any ';' or ',' (addr-spec parameters could
             // quote one).
@@ -77,32 +101,51 @@ impl<'a> NameAddr<'a> {
                 Some(lt) if v[lt] == b'<' => {
                     let gt = find_byte(&v[lt + 1..], b'>').ok_or(InvalidNameAddr)? + lt + 1;
                     let d = trim_lws(&v[..lt]);
-                    ((!d.is_empty()).then_some(d), &v[lt + 1..gt], true, gt + 1)
+                    let display = if d.is_empty() {
+                        Sp::NONE
+                    } else {
+                        Sp::new(0, d.len())
+                    };
+                    (display, Sp::new(lt + 1, gt), true, gt + 1)
                 }
-                Some(semi) => (None, trim_lws(&v[..semi]), false, semi),
-                None => (None, trim_lws(v), false, v.len()),
+                Some(semi) => (Sp::NONE, trimmed(v, 0, semi), false, semi),
+                None => (Sp::NONE, trimmed(v, 0, v.len()), false, v.len()),
             }
         };
-        if uri.is_empty() {
+        if uri.len() == 0 {
             return Err(InvalidNameAddr);
         }
-        let mut tag = None;
-        let mut scan = ParamScan::after(v, params_from, false);
-        for p in scan.by_ref() {
-            if tag.is_none() && p.name.len() == 3 && p.name.eq_ignore_ascii_case(b"tag") {
-                tag = Some(p.value.unwrap_or(b""));
-            }
-        }
-        let end = scan.pos;
+        let mut tag = Sp::NONE;
+        let (end, params_ok) =
+            match canonical_params(v, params_from, |n, x| note_tag(v, &mut tag, n, x)) {
+                Some(end) => (end, true),
+                None => {
+                    tag = Sp::NONE;
+                    let mut scan = ParamScan::after(v, params_from, false);
+                    for p in scan.by_ref() {
+                        let ns = offset(v, p.name);
+                        let value = p.value.map(|x| {
+                            let s = offset(v, x);
+                            Sp::new(s, s + x.len())
+                        });
+                        note_tag(v, &mut tag, Sp::new(ns, ns + p.name.len()), value);
+                    }
+                    (scan.pos, scan.ok)
+                }
+            };
+        let raw = trim_lws(&v[..end]);
+        let params = trimmed(v, params_from.min(end), end);
         Ok((
             NameAddr {
-                raw: trim_lws(&v[..end]),
-                display,
-                uri,
-                angle,
-                params: Params::new(trim_lws(&v[params_from.min(end)..end])),
-                tag,
-                params_ok: scan.ok,
+                raw,
+                sp: AddrSpans {
+                    display,
+                    uri,
+                    params,
+                    tag,
+                    angle,
+                    params_ok,
+                },
             },
             skip + end,
         ))
@@ -115,43 +158,44 @@ impl<'a> NameAddr<'a> {
 
     /// Display name as received (quotes kept), if any.
     pub fn display_name_raw(&self) -> Option<&'a [u8]> {
-        self.display
+        self.sp.display.opt(self.raw)
     }
 
     /// Display name with quotes removed and quoted-pairs resolved.
     pub fn display_name(&self) -> Option<Cow<'a, [u8]>> {
-        self.display.map(unquote)
+        self.display_name_raw().map(unquote)
     }
 
     /// The URI text (inside `<>` when present).
+    #[inline]
     pub fn uri_raw(&self) -> &'a [u8] {
-        self.uri
+        self.sp.uri.of(self.raw)
     }
 
     /// Parses the URI.
     pub fn uri(&self) -> Result<Uri<'a>, InvalidUri> {
-        Uri::parse(self.uri)
+        Uri::parse(self.uri_raw())
     }
 
     /// True for the `name-addr` form (URI enclosed in `<>`).
     pub fn has_angle_brackets(&self) -> bool {
-        self.angle
+        self.sp.angle
     }
 
     /// Header parameters after the address.
     pub fn params(&self) -> Params<'a> {
-        self.params
+        Params::new(self.sp.params.of(self.raw))
     }
 
     /// `tag` parameter of From/To (RFC 3261 §19.3).
     #[inline]
     pub fn tag(&self) -> Option<&'a [u8]> {
-        self.tag.filter(|t| !t.is_empty())
+        self.sp.tag.opt(self.raw).filter(|t| !t.is_empty())
     }
 
     /// Contact `q` parameter, raw (`0.5`).
     pub fn q_raw(&self) -> Option<&'a [u8]> {
-        self.params.value(b"q")
+        self.params().value(b"q")
     }
 
     /// Contact `q` parameter in thousandths (`q=0.5` is 500, RFC 3261 §20.10 `qvalue`).
@@ -161,42 +205,65 @@ impl<'a> NameAddr<'a> {
 
     /// Contact `expires` parameter in seconds; values above `u32::MAX` saturate.
     pub fn expires(&self) -> Option<u32> {
-        let v = self.params.value(b"expires")?;
+        let v = self.params().value(b"expires")?;
         crate::scan::parse_u64(v).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     /// Contact `+sip.instance` parameter, unquoted (RFC 5626 §4.1), e.g. `<urn:uuid:...>`.
     pub fn sip_instance(&self) -> Option<Cow<'a, [u8]>> {
-        self.params.get(b"+sip.instance")?.value_unquoted()
+        self.params().get(b"+sip.instance")?.value_unquoted()
     }
 
     /// Contact `reg-id` parameter (RFC 5626 §4.2).
     pub fn reg_id(&self) -> Option<u32> {
-        crate::scan::parse_u32(self.params.value(b"reg-id")?)
+        crate::scan::parse_u32(self.params().value(b"reg-id")?)
     }
 
     /// Strict check against RFC 3261 §25.1: display name made of tokens or one quoted string,
     /// no LWS inside `<>`, a valid URI, an addr-spec without `?` or `,`, and well-formed
     /// generic parameters.
     pub fn is_valid(&self) -> bool {
-        if !self.params_ok {
+        if !self.sp.params_ok {
             return false;
         }
-        if let Some(d) = self.display
+        if let Some(d) = self.display_name_raw()
             && d.first() != Some(&b'"')
             && !d.iter().all(|&b| is_token_byte(b) || is_lws(b))
         {
             return false;
         }
+        let uri = self.uri_raw();
         // No LWS check needed: no URI character class admits SP, HT, CR or LF.
-        if !self.angle && find_byte2(self.uri, b'?', b',').is_some() {
+        if !self.sp.angle && find_byte2(uri, b'?', b',').is_some() {
             return false;
         }
-        match Uri::parse(self.uri) {
+        match Uri::parse(uri) {
             Ok(u) => u.is_valid(),
             Err(_) => false,
         }
     }
+}
+
+/// Keeps the first `tag` parameter (a flag `tag` reads as an empty value).
+#[inline(always)]
+fn note_tag(v: &[u8], tag: &mut Sp, name: Sp, value: Option<Sp>) {
+    if !tag.is_some() && name.len() == 3 && name.of(v).eq_ignore_ascii_case(b"tag") {
+        *tag = value.unwrap_or(Sp::new(name.e as usize, name.e as usize));
+    }
+}
+
+/// Offset of `part` (a sub-slice of `whole`) in `whole`.
+#[inline(always)]
+fn offset(whole: &[u8], part: &[u8]) -> usize {
+    offset_in(whole, part).unwrap_or(0)
+}
+
+/// `trim_lws(&v[a..b])` as a range of `v`.
+#[inline(always)]
+fn trimmed(v: &[u8], a: usize, b: usize) -> Sp {
+    let t = trim_lws(&v[a..b]);
+    let s = offset(v, t);
+    Sp::new(s, s + t.len())
 }
 
 /// Parses a `qvalue` (`0`, `0.5`, `1.000`) into thousandths.

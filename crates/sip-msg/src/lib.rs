@@ -109,6 +109,7 @@ mod method;
 mod params;
 mod response;
 mod scan;
+mod span;
 mod typed;
 mod uri;
 mod validate;

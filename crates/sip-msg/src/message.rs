@@ -6,15 +6,17 @@ use std::ops::Range;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use crate::addr::NameAddr;
+use crate::addr::{AddrSpans, NameAddr};
 use crate::auth::AuthValue;
 use crate::error::{ParseError, ParseErrorKind};
 use crate::header::{HeaderName, name_words};
 use crate::method::{Method, MethodCode};
-use crate::scan::{CommaValues, find_byte, find_nl, is_lws, is_token, name_colon, parse_u64};
+use crate::scan::{
+    CommaValues, find_byte, find_nl, is_lws, is_token, name_colon, offset_in, parse_u64,
+};
 use crate::typed::{CSeq, Contact};
 use crate::uri::Uri;
-use crate::via::Via;
+use crate::via::{Via, ViaSpans};
 
 /// Most header lines a message may carry; more is [`ParseErrorKind::TooManyHeaders`].
 pub const MAX_HEADERS: usize = 1000;
@@ -67,6 +69,39 @@ pub struct SipMessage {
     body_start: u32,
     flags: u8,
     bad_line: u32,
+    /// The routing headers, parsed once during framing.
+    rt: Routing,
+}
+
+/// The routing headers of a message, parsed once during framing (Kamailio hangs its parsed
+/// header structures off the message the same way): positions into the message, so that
+/// `top_via()`, `from()`, `cseq()`... rebuild their value in O(1), and `validate` starts from
+/// what is already known. Each holds exactly what the lazy parse of the first line of that
+/// header gives.
+#[derive(Debug, Clone, Copy)]
+struct Routing {
+    /// Top Via: its raw bytes, parts, and where the first via-parm stopped in the line value.
+    via: Option<(u32, u32, ViaSpans, u32)>,
+    from: Option<(u32, u32, AddrSpans)>,
+    to: Option<(u32, u32, AddrSpans)>,
+    /// Top Route (`NameAddr::parse_first` of the first Route line) and where it stopped.
+    route: Option<(u32, u32, AddrSpans, u32)>,
+    /// CSeq number, method code and method bytes.
+    cseq: Option<(u32, MethodCode, u32, u32)>,
+    max_forwards: Option<u8>,
+    content_length: Option<u64>,
+}
+
+impl Routing {
+    const NONE: Routing = Routing {
+        via: None,
+        from: None,
+        to: None,
+        route: None,
+        cseq: None,
+        max_forwards: None,
+        content_length: None,
+    };
 }
 
 /// A view of one header line.
@@ -180,6 +215,7 @@ impl SipMessage {
             body_start: n as u32,
             flags: 0,
             bad_line: 0,
+            rt: Routing::NONE,
             buf: Bytes::new(),
         };
 
@@ -233,6 +269,9 @@ impl SipMessage {
             pos = line_end;
         }
 
+        msg.rt = msg.parse_routing(b);
+        msg.rt.content_length = content_length.flatten();
+
         // Body: Content-Length bytes when given; the rest of the datagram otherwise.
         let body_start = msg.body_start as usize;
         let mut end = n;
@@ -247,6 +286,58 @@ impl SipMessage {
         buf.truncate(end);
         msg.buf = buf;
         Ok(msg)
+    }
+
+    /// Value of the first `name` line, as a slice of `b` (the message bytes during framing).
+    #[inline(always)]
+    fn first_value<'b>(&self, b: &'b [u8], name: HeaderName) -> Option<(&'b [u8], usize)> {
+        let e = self.headers.get(self.header_index(name)?)?;
+        let (s, t) = (e.value_start as usize, e.value_end as usize);
+        Some((b.get(s..t)?, s))
+    }
+
+    /// Parses the routing headers (first line of each) for [`Routing`].
+    fn parse_routing(&self, b: &[u8]) -> Routing {
+        let mut rt = Routing::NONE;
+        let at = |part: &[u8]| offset_in(b, part).unwrap_or(0) as u32;
+        if let Some((v, vs)) = self.first_value(b, HeaderName::Via)
+            && let Ok((via, end)) = Via::parse_first(v)
+        {
+            let s = at(via.raw());
+            rt.via = Some((
+                s,
+                s + via.raw().len() as u32,
+                via.spans(),
+                (vs + end) as u32,
+            ));
+        }
+        for (name, slot) in [
+            (HeaderName::From, &mut rt.from),
+            (HeaderName::To, &mut rt.to),
+        ] {
+            if let Some((v, _)) = self.first_value(b, name)
+                && let Some(a) = single_name_addr(v)
+            {
+                let s = at(a.raw());
+                *slot = Some((s, s + a.raw().len() as u32, a.spans()));
+            }
+        }
+        if let Some((v, vs)) = self.first_value(b, HeaderName::Route)
+            && let Ok((a, end)) = NameAddr::parse_first(v)
+        {
+            let s = at(a.raw());
+            rt.route = Some((s, s + a.raw().len() as u32, a.spans(), (vs + end) as u32));
+        }
+        if let Some((v, _)) = self.first_value(b, HeaderName::CSeq)
+            && let Ok((c, ms, me)) = CSeq::parse_parts(v)
+        {
+            let base = at(v);
+            rt.cseq = Some((c.seq, c.code, base + ms as u32, base + me as u32));
+        }
+        if let Some((v, _)) = self.first_value(b, HeaderName::MaxForwards) {
+            rt.max_forwards = parse_u64(v).and_then(|n| u8::try_from(n).ok());
+        }
+        rt
     }
 
     // ----- whole message -----
@@ -518,12 +609,12 @@ impl SipMessage {
 
     // ----- typed accessors -----
 
-    /// Topmost Via value (the first value of the first Via line).
+    /// Topmost Via value (the first value of the first Via line). O(1): parsed during
+    /// framing.
     #[inline]
     pub fn top_via(&self) -> Option<Via<'_>> {
-        Via::parse_first(self.header(HeaderName::Via)?)
-            .ok()
-            .map(|(v, _)| v)
+        let (s, e, sp, _) = self.rt.via?;
+        Some(Via::from_parts(self.slice(s, e), sp))
     }
 
     /// Every Via value, top first (unparsable values are skipped; none are in a message that
@@ -533,24 +624,28 @@ impl SipMessage {
             .filter_map(|v| Via::parse(v).ok())
     }
 
-    /// From (RFC 3261 §20.20).
+    /// From (RFC 3261 §20.20). O(1): parsed during framing.
     #[inline]
     pub fn from(&self) -> Option<NameAddr<'_>> {
-        single_name_addr(self.header(HeaderName::From)?)
+        let (s, e, sp) = self.rt.from?;
+        Some(NameAddr::from_parts(self.slice(s, e), sp))
     }
 
-    /// To (RFC 3261 §20.39).
+    /// To (RFC 3261 §20.39). O(1): parsed during framing.
     #[inline]
     pub fn to(&self) -> Option<NameAddr<'_>> {
-        single_name_addr(self.header(HeaderName::To)?)
+        let (s, e, sp) = self.rt.to?;
+        Some(NameAddr::from_parts(self.slice(s, e), sp))
     }
 
     /// From tag.
+    #[inline]
     pub fn from_tag(&self) -> Option<&[u8]> {
         self.from()?.tag()
     }
 
     /// To tag.
+    #[inline]
     pub fn to_tag(&self) -> Option<&[u8]> {
         self.to()?.tag()
     }
@@ -561,17 +656,20 @@ impl SipMessage {
         self.header(HeaderName::CallId)
     }
 
-    /// CSeq (RFC 3261 §20.16).
+    /// CSeq (RFC 3261 §20.16). O(1): parsed during framing.
     #[inline]
     pub fn cseq(&self) -> Option<CSeq<'_>> {
-        CSeq::parse(self.header(HeaderName::CSeq)?).ok()
+        let (seq, code, ms, me) = self.rt.cseq?;
+        Some(CSeq {
+            seq,
+            method: code.to_method(self.slice(ms, me)),
+        })
     }
 
     /// Max-Forwards (RFC 3261 §20.22); `None` when absent or not a number in 0..=255.
     #[inline]
     pub fn max_forwards(&self) -> Option<u8> {
-        let v = self.header(HeaderName::MaxForwards)?;
-        parse_u64(v).and_then(|n| u8::try_from(n).ok())
+        self.rt.max_forwards
     }
 
     /// Contact values (RFC 3261 §20.10), across all Contact lines.
@@ -591,12 +689,11 @@ impl SipMessage {
         self.name_addrs(HeaderName::Route)
     }
 
-    /// Topmost Route value.
+    /// Topmost Route value. O(1): parsed during framing.
     #[inline]
     pub fn top_route(&self) -> Option<NameAddr<'_>> {
-        NameAddr::parse_first(self.header(HeaderName::Route)?)
-            .ok()
-            .map(|(r, _)| r)
+        let (s, e, sp, _) = self.rt.route?;
+        Some(NameAddr::from_parts(self.slice(s, e), sp))
     }
 
     /// Record-Route values, top first (RFC 3261 §20.30).
@@ -640,8 +737,9 @@ impl SipMessage {
     }
 
     /// Content-Length value (RFC 3261 §20.14); `None` when absent or not a number.
+    #[inline]
     pub fn content_length(&self) -> Option<u64> {
-        parse_u64(self.header(HeaderName::ContentLength)?)
+        self.rt.content_length
     }
 
     /// Content-Type value, raw (RFC 3261 §20.15).

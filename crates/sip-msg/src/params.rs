@@ -6,6 +6,7 @@
 //! whether everything it saw was well formed, so the typed parsers get validation for free.
 
 use crate::scan::{GENVAL, PARAM, TOKEN, is_lws, skip_lws, skip_quoted, span, unquote};
+use crate::span::Sp;
 use std::borrow::Cow;
 
 /// A borrowed, unparsed parameter list such as `;branch=z9hG4bK776;rport` (the leading `;` is
@@ -226,6 +227,46 @@ impl<'a> Iterator for ParamScan<'a> {
                 name,
                 value: Some(&s[vs..ve]),
             });
+        }
+    }
+}
+
+/// The common shape of a header parameter list: `*( ";" token [ "=" gen-value ] )` with no
+/// LWS, no quoted value and no empty parameter, starting at `j` (at a `;`, a `,` or the end).
+/// Calls `param(name, value)` for each, in order, and returns where the list stops (the end or
+/// a `,`). `None` for anything else: then [`ParamScan::after`] must be used (for the lists
+/// accepted here it yields the same parameters and stops at the same place, with `ok`).
+#[inline(always)]
+pub(crate) fn canonical_params(
+    v: &[u8],
+    mut j: usize,
+    mut param: impl FnMut(Sp, Option<Sp>),
+) -> Option<usize> {
+    loop {
+        match v.get(j) {
+            Some(b';') => {}
+            None | Some(b',') => return Some(j),
+            Some(_) => return None,
+        }
+        let ns = j + 1;
+        let ne = span(v, ns, TOKEN);
+        if ne == ns {
+            return None;
+        }
+        match v.get(ne) {
+            Some(b'=') => {
+                let ve = span(v, ne + 1, GENVAL);
+                if ve == ne + 1 {
+                    return None;
+                }
+                param(Sp::new(ns, ne), Some(Sp::new(ne + 1, ve)));
+                j = ve;
+            }
+            None | Some(b';' | b',') => {
+                param(Sp::new(ns, ne), None);
+                j = ne;
+            }
+            Some(_) => return None,
         }
     }
 }

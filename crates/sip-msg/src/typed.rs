@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::addr::NameAddr;
-use crate::method::Method;
+use crate::method::{Method, MethodCode};
 use crate::scan::{is_lws, trim_lws};
 
 /// A malformed typed header value.
@@ -28,10 +28,27 @@ pub struct CSeq<'a> {
     pub method: Method<'a>,
 }
 
+/// A parsed CSeq without its borrow: number, method code and where the method is.
+pub(crate) struct CSeqParts {
+    pub(crate) seq: u32,
+    pub(crate) code: MethodCode,
+}
+
 impl<'a> CSeq<'a> {
     /// Parses `1*DIGIT LWS Method`.
     pub fn parse(value: &'a [u8]) -> Result<CSeq<'a>, InvalidValue> {
+        let (c, ms, me) = Self::parse_parts(value)?;
+        Ok(CSeq {
+            seq: c.seq,
+            method: c.code.to_method(&value[ms..me]),
+        })
+    }
+
+    /// [`CSeq::parse`], giving the method as a code and a range of `value`.
+    #[inline]
+    pub(crate) fn parse_parts(value: &[u8]) -> Result<(CSeqParts, usize, usize), InvalidValue> {
         let v = trim_lws(value);
+        let base = crate::scan::offset_in(value, v).unwrap_or(0);
         // 1*DIGIT, accumulated on the way (leading zeros allowed, overflow rejected).
         let mut seq: u64 = 0;
         let mut d = 0;
@@ -51,10 +68,14 @@ impl<'a> CSeq<'a> {
         if m.is_empty() || crate::scan::span(m, 0, crate::scan::TOKEN) != m.len() {
             return Err(InvalidValue);
         }
-        Ok(CSeq {
-            seq,
-            method: Method::from_bytes(m),
-        })
+        Ok((
+            CSeqParts {
+                seq,
+                code: MethodCode::from_bytes(m),
+            },
+            base + ms,
+            base + v.len(),
+        ))
     }
 }
 

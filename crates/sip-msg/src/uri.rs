@@ -8,7 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::params::Params;
 use crate::scan::{
-    HOST, PARAM, PASSWORD, USER, escapes_valid, is_hnv_byte, is_host_byte, percent_decode, span,
+    DIGITDOT, HOST, PARAM, PASSWORD, USER, escapes_valid, is_hnv_byte, is_host_byte,
+    percent_decode, span,
 };
 
 /// URI scheme.
@@ -49,11 +50,15 @@ impl<'a> Host<'a> {
         let kind = match raw.first() {
             Some(b'[') => HostKind::Ipv6,
             // Only a name starting with a digit can be a dotted quad.
-            Some(b'0'..=b'9') if raw.iter().all(|&b| b.is_ascii_digit() || b == b'.') => {
-                HostKind::Ipv4
-            }
+            Some(b'0'..=b'9') if span(raw, 0, DIGITDOT) == raw.len() => HostKind::Ipv4,
             _ => HostKind::Name,
         };
+        Host { raw, kind }
+    }
+
+    /// A host whose kind is already known (what [`Host::new`] gave for these bytes).
+    #[inline(always)]
+    pub(crate) fn with_kind(raw: &'a [u8], kind: HostKind) -> Host<'a> {
         Host { raw, kind }
     }
 

@@ -2,8 +2,11 @@
 
 use std::fmt;
 
-use crate::params::{ParamScan, Params};
-use crate::scan::{is_lws, is_token, skip_lws, trim_lws};
+use crate::params::{ParamScan, Params, canonical_params};
+use crate::scan::{
+    DIGIT, HOST, TOKEN, is_lws, is_token, load8, offset_in, skip_lws, span, trim_lws,
+};
+use crate::span::{MAX_VALUE, Sp};
 use crate::uri::{Host, HostKind, parse_ipv4, parse_ipv6, parse_port};
 
 /// The value is not a `via-parm`.
@@ -32,38 +35,57 @@ pub enum Rport {
 /// One Via value: `SIP/2.0/UDP host:port;branch=...;params`.
 ///
 /// Parsed in one pass: the well-known parameters (`branch`, `received`, `rport`, `maddr`,
-/// `ttl`) are located during parsing, so their accessors cost nothing.
+/// `ttl`) are located during parsing, so their accessors cost nothing. The value keeps the
+/// raw bytes and the positions of its parts (a hundred bytes to copy), which is also what
+/// [`SipMessage`](crate::SipMessage) caches for its top Via.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Via<'a> {
     raw: &'a [u8],
-    protocol_name: &'a [u8],
-    protocol_version: &'a [u8],
-    transport: &'a [u8],
-    host: Host<'a>,
-    port: Option<u16>,
-    params: Params<'a>,
-    branch: Option<&'a [u8]>,
-    received: Option<&'a [u8]>,
-    rport: Option<Option<&'a [u8]>>,
-    maddr: Option<&'a [u8]>,
-    ttl: Option<&'a [u8]>,
-    params_ok: bool,
+    sp: ViaSpans,
 }
+
+/// Positions of the parts of a Via value, relative to its raw bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ViaSpans {
+    protocol_name: Sp,
+    protocol_version: Sp,
+    transport: Sp,
+    host: Sp,
+    params: Sp,
+    branch: Sp,
+    received: Sp,
+    maddr: Sp,
+    ttl: Sp,
+    /// `rport=value`; a flag `rport` is [`RPORT_FLAG`].
+    rport: Sp,
+    port: u16,
+    host_kind: HostKind,
+    flags: u8,
+}
+
+const HAS_PORT: u8 = 1;
+const PARAMS_OK: u8 = 2;
+const RPORT_FLAG: u8 = 4;
 
 /// RFC 3261 §8.1.1.7 magic cookie that starts a compliant branch.
 pub const BRANCH_MAGIC_COOKIE: &[u8] = b"z9hG4bK";
 
-#[inline]
-fn word(s: &[u8]) -> u64 {
-    // Case-folded name of 3, 5, 6 or 8 bytes (the only lengths compared here), else 0.
-    if !matches!(s.len(), 3 | 5 | 6 | 8) {
+/// Case-folded name of 3, 5, 6 or 8 bytes (the only lengths compared here) at `name` in `v`,
+/// else 0. Names are tokens, on which setting bit 5 folds exactly the letters.
+#[inline(always)]
+fn word(v: &[u8], name: Sp) -> u64 {
+    let (s, n) = (name.s as usize, name.len());
+    if !matches!(n, 3 | 5 | 6 | 8) {
         return 0;
     }
-    let mut w = 0u64;
-    for (i, &b) in s.iter().enumerate() {
-        w |= u64::from(b | 0x20) << (i * 8);
-    }
-    w
+    let w = if s + 8 <= v.len() {
+        load8(v, s)
+    } else {
+        let mut a = [0u8; 8];
+        a[..n].copy_from_slice(name.of(v));
+        u64::from_le_bytes(a)
+    };
+    (w | 0x2020_2020_2020_2020) & (u64::MAX >> (64 - 8 * n))
 }
 
 const fn cw(s: &[u8]) -> u64 {
@@ -74,6 +96,73 @@ const fn cw(s: &[u8]) -> u64 {
         i += 1;
     }
     w
+}
+
+const BRANCH: u64 = cw(b"branch");
+const RECEIVED: u64 = cw(b"received");
+const MADDR: u64 = cw(b"maddr");
+const TTL: u64 = cw(b"ttl");
+const RPORT: u64 = cw(b"rport");
+
+impl ViaSpans {
+    const EMPTY: ViaSpans = ViaSpans {
+        protocol_name: Sp::NONE,
+        protocol_version: Sp::NONE,
+        transport: Sp::NONE,
+        host: Sp::NONE,
+        params: Sp::NONE,
+        branch: Sp::NONE,
+        received: Sp::NONE,
+        maddr: Sp::NONE,
+        ttl: Sp::NONE,
+        rport: Sp::NONE,
+        port: 0,
+        host_kind: HostKind::Name,
+        flags: PARAMS_OK,
+    };
+
+    /// Notes a parameter (first occurrence wins), given its name and value positions.
+    #[inline(always)]
+    fn param(&mut self, v: &[u8], name: Sp, value: Option<Sp>) {
+        let slot = match word(v, name) {
+            BRANCH => &mut self.branch,
+            RECEIVED => &mut self.received,
+            MADDR => &mut self.maddr,
+            TTL => &mut self.ttl,
+            RPORT => {
+                if !self.rport.is_some() && self.flags & RPORT_FLAG == 0 {
+                    match value {
+                        Some(x) => self.rport = x,
+                        None => self.flags |= RPORT_FLAG,
+                    }
+                }
+                return;
+            }
+            _ => return,
+        };
+        if !slot.is_some() {
+            // A flag parameter reads as an empty value.
+            *slot = value.unwrap_or(Sp::new(name.e as usize, name.e as usize));
+        }
+    }
+
+    fn rebase(mut self, by: usize) -> ViaSpans {
+        for s in [
+            &mut self.protocol_name,
+            &mut self.protocol_version,
+            &mut self.transport,
+            &mut self.host,
+            &mut self.params,
+            &mut self.branch,
+            &mut self.received,
+            &mut self.maddr,
+            &mut self.ttl,
+            &mut self.rport,
+        ] {
+            *s = s.rebase(by);
+        }
+        self
+    }
 }
 
 impl<'a> Via<'a> {
@@ -87,15 +176,83 @@ impl<'a> Via<'a> {
         Ok(via)
     }
 
+    /// Rebuilds a value from its raw bytes and the positions found by [`Via::parse_first`]
+    /// (what the message caches).
+    #[inline(always)]
+    pub(crate) fn from_parts(raw: &'a [u8], sp: ViaSpans) -> Via<'a> {
+        Via { raw, sp }
+    }
+
+    /// The positions of the parts, relative to [`raw`](Self::raw).
+    #[inline(always)]
+    pub(crate) fn spans(&self) -> ViaSpans {
+        self.sp
+    }
+
     /// Parses the first `via-parm` of a header value; returns it and the offset where it
     /// stopped (the `,` before the next value, or the end).
     #[inline]
     pub(crate) fn parse_first(v: &'a [u8]) -> Result<(Via<'a>, usize), InvalidVia> {
+        if let Some(r) = Self::parse_canonical(v) {
+            return Ok(r);
+        }
+        Self::parse_general(v)
+    }
+
+    /// The common shape, `SIP/2.0/TRANSPORT host[:port]*(;name[=value])` with no LWS but the
+    /// one space after the transport, no quoted or IPv6 part: one pass, no backtracking.
+    /// `None` for anything else, which [`parse_general`](Self::parse_general) then handles
+    /// (for the shapes accepted here both give the same result).
+    #[inline(always)]
+    fn parse_canonical(v: &'a [u8]) -> Option<(Via<'a>, usize)> {
+        const SIP20: u64 = u64::from_le_bytes(*b"sip/2.0/");
+        if v.len() < 10 || v.len() > MAX_VALUE || load8(v, 0) | 0x20_2020 != SIP20 {
+            return None;
+        }
+        let te = span(v, 8, TOKEN);
+        // One SP, then the host (not a LWS, not an IPv6 reference).
+        if te == 8 || v.get(te) != Some(&b' ') {
+            return None;
+        }
+        let start = te + 1;
+        let host_end = span(v, start, HOST);
+        if host_end == start {
+            return None;
+        }
+        let mut sp = ViaSpans::EMPTY;
+        sp.protocol_name = Sp::new(0, 3);
+        sp.protocol_version = Sp::new(4, 7);
+        sp.transport = Sp::new(8, te);
+        sp.host = Sp::new(start, host_end);
+        sp.host_kind = Host::new(&v[start..host_end]).kind();
+        let mut j = host_end;
+        match v.get(j) {
+            Some(b':') => {
+                let pe = span(v, j + 1, DIGIT);
+                sp.port = parse_port(&v[j + 1..pe])?;
+                sp.flags |= HAS_PORT;
+                j = pe;
+            }
+            None | Some(b';' | b',') => {}
+            Some(_) => return None,
+        }
+        let params_from = j;
+        let j = canonical_params(v, j, |name, value| sp.param(v, name, value))?;
+        sp.params = Sp::new(params_from, j);
+        Some((Via { raw: &v[..j], sp }, j))
+    }
+
+    /// Any `via-parm`, LWS and folding included (RFC 4475 §3.1.1.1).
+    fn parse_general(v: &'a [u8]) -> Result<(Via<'a>, usize), InvalidVia> {
+        if v.len() > MAX_VALUE {
+            return Err(InvalidVia);
+        }
+        let mut sp = ViaSpans::EMPTY;
         // sent-protocol = protocol-name SLASH protocol-version SLASH transport, with LWS allowed
         // around each slash (RFC 4475 §3.1.1.1).
-        let (protocol_name, i) = token_at(v, 0)?;
+        let (name, i) = token_at(v, 0)?;
         let i = expect_slash(v, i)?;
-        let (protocol_version, i) = token_at(v, i)?;
+        let (version, i) = token_at(v, i)?;
         let i = expect_slash(v, i)?;
         let (transport, i) = token_at(v, i)?;
         // sent-by follows after LWS.
@@ -115,8 +272,11 @@ impl<'a> Via<'a> {
         if host_end == start {
             return Err(InvalidVia);
         }
-        let host = Host::new(&v[start..host_end]);
-        let mut port = None;
+        sp.protocol_name = name;
+        sp.protocol_version = version;
+        sp.transport = transport;
+        sp.host = Sp::new(start, host_end);
+        sp.host_kind = Host::new(&v[start..host_end]).kind();
         let mut j = host_end;
         let k = skip_lws(v, j);
         if v.get(k) == Some(&b':') {
@@ -125,47 +285,17 @@ impl<'a> Via<'a> {
             while pe < v.len() && v[pe].is_ascii_digit() {
                 pe += 1;
             }
-            port = Some(parse_port(&v[ps..pe]).ok_or(InvalidVia)?);
+            sp.port = parse_port(&v[ps..pe]).ok_or(InvalidVia)?;
+            sp.flags |= HAS_PORT;
             j = pe;
         }
-        let mut via = Via {
-            raw: v,
-            protocol_name,
-            protocol_version,
-            transport,
-            host,
-            port,
-            params: Params::new(b""),
-            branch: None,
-            received: None,
-            rport: None,
-            maddr: None,
-            ttl: None,
-            params_ok: true,
-        };
         let mut scan = ParamScan::after(v, j, false);
         for p in scan.by_ref() {
-            const BRANCH: u64 = cw(b"branch");
-            const RECEIVED: u64 = cw(b"received");
-            const MADDR: u64 = cw(b"maddr");
-            const TTL: u64 = cw(b"ttl");
-            const RPORT: u64 = cw(b"rport");
-            let slot = match word(p.name) {
-                BRANCH => &mut via.branch,
-                RECEIVED => &mut via.received,
-                MADDR => &mut via.maddr,
-                TTL => &mut via.ttl,
-                RPORT => {
-                    if via.rport.is_none() {
-                        via.rport = Some(p.value);
-                    }
-                    continue;
-                }
-                _ => continue,
-            };
-            if slot.is_none() {
-                *slot = Some(p.value.unwrap_or(b""));
-            }
+            let name = Sp::new(offset(v, p.name), offset(v, p.name) + p.name.len());
+            let value = p
+                .value
+                .map(|x| Sp::new(offset(v, x), offset(v, x) + x.len()));
+            sp.param(v, name, value);
         }
         let end = scan.pos;
         if !scan.ok {
@@ -173,11 +303,20 @@ impl<'a> Via<'a> {
             if v.get(end).is_some_and(|&c| c != b';' && c != b',') {
                 return Err(InvalidVia);
             }
-            via.params_ok = false;
+            sp.flags &= !PARAMS_OK;
         }
-        via.params = Params::new(trim_lws(&v[j..end]));
-        via.raw = trim_lws(&v[..end]);
-        Ok((via, end))
+        let params = trim_lws(&v[j..end]);
+        let ps = offset(v, params);
+        sp.params = Sp::new(ps, ps + params.len());
+        let raw = trim_lws(&v[..end]);
+        let r0 = offset(v, raw);
+        Ok((
+            Via {
+                raw,
+                sp: sp.rebase(r0),
+            },
+            end,
+        ))
     }
 
     /// The whole value, trimmed.
@@ -187,57 +326,69 @@ impl<'a> Via<'a> {
 
     /// `protocol-name` (`SIP`).
     pub fn protocol_name(&self) -> &'a [u8] {
-        self.protocol_name
+        self.sp.protocol_name.of(self.raw)
     }
 
     /// `protocol-version` (`2.0`).
     pub fn protocol_version(&self) -> &'a [u8] {
-        self.protocol_version
+        self.sp.protocol_version.of(self.raw)
     }
 
     /// Transport token as received (`UDP`, `TCP`, `TLS`, `SCTP`, `WS`, `WSS`, or an extension).
     pub fn transport(&self) -> &'a [u8] {
-        self.transport
+        self.sp.transport.of(self.raw)
     }
 
     /// `sent-by` host.
+    #[inline]
     pub fn host(&self) -> Host<'a> {
-        self.host
+        Host::with_kind(self.sp.host.of(self.raw), self.sp.host_kind)
     }
 
     /// `sent-by` port, if explicit.
+    #[inline]
     pub fn port(&self) -> Option<u16> {
-        self.port
+        (self.sp.flags & HAS_PORT != 0).then_some(self.sp.port)
     }
 
     /// All `via-params`.
     pub fn params(&self) -> Params<'a> {
-        self.params
+        Params::new(self.sp.params.of(self.raw))
     }
 
     /// `branch` parameter (transaction id, RFC 3261 §8.1.1.7).
     #[inline]
     pub fn branch(&self) -> Option<&'a [u8]> {
-        self.branch
+        self.sp.branch.opt(self.raw)
     }
 
     /// True when the branch starts with the RFC 3261 magic cookie `z9hG4bK`; otherwise
     /// transactions are matched the RFC 2543 way (§17.2.3, RFC 4475 §3.2.1). A branch that is
     /// the cookie alone carries no transaction id.
     pub fn has_rfc3261_branch(&self) -> bool {
-        self.branch.is_some_and(|b| {
+        self.branch().is_some_and(|b| {
             b.len() > BRANCH_MAGIC_COOKIE.len() && b.starts_with(BRANCH_MAGIC_COOKIE)
         })
     }
 
     /// `received` parameter (RFC 3261 §18.2.1).
     pub fn received(&self) -> Option<&'a [u8]> {
-        self.received.filter(|v| !v.is_empty())
+        self.sp.received.opt(self.raw).filter(|v| !v.is_empty())
+    }
+
+    fn rport_raw(&self) -> Option<Option<&'a [u8]>> {
+        if self.sp.rport.is_some() {
+            Some(Some(self.sp.rport.of(self.raw)))
+        } else if self.sp.flags & RPORT_FLAG != 0 {
+            Some(None)
+        } else {
+            None
+        }
     }
 
     /// `rport` parameter (RFC 3581).
     pub fn rport(&self) -> Rport {
-        match self.rport {
+        match self.rport_raw() {
             None => Rport::Absent,
             Some(None) => Rport::Requested,
             Some(Some(v)) => parse_port(v).map_or(Rport::Requested, Rport::Value),
@@ -246,12 +397,12 @@ impl<'a> Via<'a> {
 
     /// `maddr` parameter.
     pub fn maddr(&self) -> Option<&'a [u8]> {
-        self.maddr.filter(|v| !v.is_empty())
+        self.sp.maddr.opt(self.raw).filter(|v| !v.is_empty())
     }
 
     /// `ttl` parameter (0..=255).
     pub fn ttl(&self) -> Option<u8> {
-        let v = self.ttl?;
+        let v = self.sp.ttl.opt(self.raw)?;
         if v.is_empty() || v.len() > 3 {
             return None;
         }
@@ -261,20 +412,21 @@ impl<'a> Via<'a> {
     /// Strict check (RFC 3261 §25.1 `via-parm`): valid host, `ttl` 0..=255, `received` an IP
     /// address, `maddr` a host, `branch` a token, `rport` empty or a port, no empty parameter.
     pub fn is_valid(&self) -> bool {
-        if !self.params_ok || !self.host.is_valid() {
+        let sp = &self.sp;
+        if sp.flags & PARAMS_OK == 0 || !self.host().is_valid() {
             return false;
         }
-        if let Some(b) = self.branch
+        if let Some(b) = self.branch()
             && !is_token(b)
         {
             return false;
         }
-        if let Some(t) = self.ttl
+        if let Some(t) = sp.ttl.opt(self.raw)
             && !(t.len() <= 3 && crate::scan::parse_u32(t).is_some_and(|n| n <= 255))
         {
             return false;
         }
-        if let Some(r) = self.received {
+        if let Some(r) = sp.received.opt(self.raw) {
             // RFC 3261 says IPv6address; RFC 5118 §4.5 also sees it bracketed.
             let ok = parse_ipv4(r).is_some()
                 || parse_ipv6(r).is_some()
@@ -283,28 +435,32 @@ impl<'a> Via<'a> {
                 return false;
             }
         }
-        if let Some(m) = self.maddr
+        if let Some(m) = sp.maddr.opt(self.raw)
             && !Host::new(m).is_valid()
         {
             return false;
         }
-        if let Some(Some(p)) = self.rport
-            && parse_port(p).is_none()
-        {
+        if sp.rport.is_some() && parse_port(sp.rport.of(self.raw)).is_none() {
             return false;
         }
         true
     }
 }
 
+/// Offset of `part` (a sub-slice of `whole`) in `whole`.
+#[inline(always)]
+fn offset(whole: &[u8], part: &[u8]) -> usize {
+    offset_in(whole, part).unwrap_or(0)
+}
+
 /// Reads a token starting at `i` after optional LWS; returns it and the index after it.
-fn token_at(v: &[u8], i: usize) -> Result<(&[u8], usize), InvalidVia> {
+fn token_at(v: &[u8], i: usize) -> Result<(Sp, usize), InvalidVia> {
     let s = skip_lws(v, i);
-    let e = crate::scan::span(v, s, crate::scan::TOKEN);
+    let e = span(v, s, TOKEN);
     if e == s {
         return Err(InvalidVia);
     }
-    Ok((&v[s..e], e))
+    Ok((Sp::new(s, e), e))
 }
 
 /// Skips `SWS "/" SWS`.
