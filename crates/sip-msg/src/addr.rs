@@ -10,7 +10,7 @@ use crate::scan::{
     trim_lws, unquote,
 };
 use crate::span::{MAX_VALUE, Sp};
-use crate::uri::{InvalidUri, Uri};
+use crate::uri::{InvalidUri, Uri, uri_valid};
 
 /// The value is not a `name-addr` or `addr-spec`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,152 @@ pub(crate) struct AddrSpans {
     params_ok: bool,
 }
 
+impl AddrSpans {
+    pub(crate) const EMPTY: AddrSpans = AddrSpans {
+        display: Sp::NONE,
+        uri: Sp::NONE,
+        params: Sp::NONE,
+        tag: Sp::NONE,
+        angle: false,
+        params_ok: true,
+    };
+
+    /// [`NameAddr::parse_first`] with the parts written in place: returns the raw value as a
+    /// range of `value` and where parsing stopped.
+    #[inline]
+    pub(crate) fn parse_first(
+        &mut self,
+        value: &[u8],
+    ) -> Result<(usize, usize, usize), InvalidNameAddr> {
+        let skip = skip_lws(value, 0);
+        let v = &value[skip..];
+        if v.is_empty() || v.len() > MAX_VALUE {
+            return Err(InvalidNameAddr);
+        }
+        let params_from = if v[0] == b'<' {
+            // The usual `<uri>`: no display name.
+            let gt = find_byte(&v[1..], b'>').ok_or(InvalidNameAddr)? + 1;
+            self.display = Sp::NONE;
+            self.uri = Sp::new(1, gt);
+            self.angle = true;
+            gt + 1
+        } else if v[0] == b'"' {
+            let end = skip_quoted(v, 0).ok_or(InvalidNameAddr)?;
+            let lt = skip_lws(v, end);
+            if v.get(lt) != Some(&b'<') {
+                return Err(InvalidNameAddr);
+            }
+            let gt = find_byte(&v[lt + 1..], b'>').ok_or(InvalidNameAddr)? + lt + 1;
+            self.display = Sp::new(0, end);
+            self.uri = Sp::new(lt + 1, gt);
+            self.angle = true;
+            gt + 1
+        } else {
+            // name-addr when a '<' comes before any ';' or ',' (addr-spec parameters could
+            // quote one).
+            match find_byte3(v, b'<', b';', b',') {
+                Some(lt) if v[lt] == b'<' => {
+                    let gt = find_byte(&v[lt + 1..], b'>').ok_or(InvalidNameAddr)? + lt + 1;
+                    let d = trim_lws(&v[..lt]);
+                    self.display = if d.is_empty() {
+                        Sp::NONE
+                    } else {
+                        Sp::new(0, d.len())
+                    };
+                    self.uri = Sp::new(lt + 1, gt);
+                    self.angle = true;
+                    gt + 1
+                }
+                Some(semi) => {
+                    self.display = Sp::NONE;
+                    self.uri = trimmed(v, 0, semi);
+                    self.angle = false;
+                    semi
+                }
+                None => {
+                    self.display = Sp::NONE;
+                    self.uri = trimmed(v, 0, v.len());
+                    self.angle = false;
+                    v.len()
+                }
+            }
+        };
+        if self.uri.len() == 0 {
+            return Err(InvalidNameAddr);
+        }
+        let mut tag = Sp::NONE;
+        match canonical_params(v, params_from, |n, x, _| note_tag(v, &mut tag, n, x)) {
+            Some(end) => {
+                // No LWS before the parameters nor after them (the last byte is a name or
+                // value byte, or the `>`), so nothing to trim.
+                self.tag = tag;
+                self.params_ok = true;
+                self.params = Sp::new(params_from, end);
+                let raw_end = if end > params_from {
+                    end
+                } else {
+                    trimmed_end(v, end)
+                };
+                Ok((skip, skip + raw_end, skip + end))
+            }
+            None => self.general_params(v, skip, params_from),
+        }
+    }
+
+    /// The parameters of [`parse_first`](Self::parse_first) in any shape (LWS, quotes, empty
+    /// or malformed parameters).
+    #[cold]
+    #[inline(never)]
+    fn general_params(
+        &mut self,
+        v: &[u8],
+        skip: usize,
+        params_from: usize,
+    ) -> Result<(usize, usize, usize), InvalidNameAddr> {
+        let mut tag = Sp::NONE;
+        let mut scan = ParamScan::after(v, params_from, false);
+        for p in scan.by_ref() {
+            let ns = offset(v, p.name);
+            let value = p.value.map(|x| {
+                let s = offset(v, x);
+                Sp::new(s, s + x.len())
+            });
+            note_tag(v, &mut tag, Sp::new(ns, ns + p.name.len()), value);
+        }
+        let end = scan.pos;
+        self.tag = tag;
+        self.params_ok = scan.ok;
+        self.params = trimmed(v, params_from.min(end), end);
+        Ok((skip, skip + trimmed_end(v, end), skip + end))
+    }
+
+    /// [`NameAddr::is_valid`] of the value `raw` with these parts.
+    pub(crate) fn valid(&self, raw: &[u8]) -> bool {
+        if !self.params_ok {
+            return false;
+        }
+        if let Some(d) = self.display.opt(raw)
+            && d.first() != Some(&b'"')
+            && !d.iter().all(|&b| is_token_byte(b) || is_lws(b))
+        {
+            return false;
+        }
+        let uri = self.uri.of(raw);
+        // No LWS check needed: no URI character class admits SP, HT, CR or LF.
+        if !self.angle && find_byte2(uri, b'?', b',').is_some() {
+            return false;
+        }
+        uri_valid(uri)
+    }
+
+    /// Marks the value as followed by garbage (what [`NameAddr::parse`] does when the value
+    /// goes on after the first name-addr).
+    #[inline]
+    pub(crate) fn set_trailing_garbage(&mut self) {
+        self.params_ok = false;
+    }
+}
+
 impl<'a> NameAddr<'a> {
     /// Parses one value (one element of a comma-separated list).
     pub fn parse(value: &'a [u8]) -> Result<NameAddr<'a>, InvalidNameAddr> {
@@ -67,87 +213,18 @@ impl<'a> NameAddr<'a> {
         NameAddr { raw, sp }
     }
 
-    /// The positions of the parts, relative to [`raw`](Self::raw).
-    #[inline(always)]
-    pub(crate) fn spans(&self) -> AddrSpans {
-        self.sp
-    }
-
     /// Parses the first value of a list; returns it and where it stopped (the `,` before the
     /// next value, or the end).
     #[inline]
     pub(crate) fn parse_first(value: &'a [u8]) -> Result<(NameAddr<'a>, usize), InvalidNameAddr> {
-        let skip = skip_lws(value, 0);
-        let v = &value[skip..];
-        if v.is_empty() || v.len() > MAX_VALUE {
-            return Err(InvalidNameAddr);
-        }
-        let (display, uri, angle, params_from) = if v[0] == b'<' {
-            // The usual `<uri>`: no display name.
-            let gt = find_byte(&v[1..], b'>').ok_or(InvalidNameAddr)? + 1;
-            (Sp::NONE, Sp::new(1, gt), true, gt + 1)
-        } else if v[0] == b'"' {
-            let end = skip_quoted(v, 0).ok_or(InvalidNameAddr)?;
-            let lt = skip_lws(v, end);
-            if v.get(lt) != Some(&b'<') {
-                return Err(InvalidNameAddr);
-            }
-            let gt = find_byte(&v[lt + 1..], b'>').ok_or(InvalidNameAddr)? + lt + 1;
-            (Sp::new(0, end), Sp::new(lt + 1, gt), true, gt + 1)
-        } else {
-            // name-addr when a '<' comes before any ';' or ',' (addr-spec parameters could
-            // quote one).
-            match find_byte3(v, b'<', b';', b',') {
-                Some(lt) if v[lt] == b'<' => {
-                    let gt = find_byte(&v[lt + 1..], b'>').ok_or(InvalidNameAddr)? + lt + 1;
-                    let d = trim_lws(&v[..lt]);
-                    let display = if d.is_empty() {
-                        Sp::NONE
-                    } else {
-                        Sp::new(0, d.len())
-                    };
-                    (display, Sp::new(lt + 1, gt), true, gt + 1)
-                }
-                Some(semi) => (Sp::NONE, trimmed(v, 0, semi), false, semi),
-                None => (Sp::NONE, trimmed(v, 0, v.len()), false, v.len()),
-            }
-        };
-        if uri.len() == 0 {
-            return Err(InvalidNameAddr);
-        }
-        let mut tag = Sp::NONE;
-        let (end, params_ok) =
-            match canonical_params(v, params_from, |n, x| note_tag(v, &mut tag, n, x)) {
-                Some(end) => (end, true),
-                None => {
-                    tag = Sp::NONE;
-                    let mut scan = ParamScan::after(v, params_from, false);
-                    for p in scan.by_ref() {
-                        let ns = offset(v, p.name);
-                        let value = p.value.map(|x| {
-                            let s = offset(v, x);
-                            Sp::new(s, s + x.len())
-                        });
-                        note_tag(v, &mut tag, Sp::new(ns, ns + p.name.len()), value);
-                    }
-                    (scan.pos, scan.ok)
-                }
-            };
-        let raw = trim_lws(&v[..end]);
-        let params = trimmed(v, params_from.min(end), end);
+        let mut sp = AddrSpans::EMPTY;
+        let (s, t, end) = sp.parse_first(value)?;
         Ok((
             NameAddr {
-                raw,
-                sp: AddrSpans {
-                    display,
-                    uri,
-                    params,
-                    tag,
-                    angle,
-                    params_ok,
-                },
+                raw: &value[s..t],
+                sp,
             },
-            skip + end,
+            end,
         ))
     }
 
@@ -223,24 +300,7 @@ impl<'a> NameAddr<'a> {
     /// no LWS inside `<>`, a valid URI, an addr-spec without `?` or `,`, and well-formed
     /// generic parameters.
     pub fn is_valid(&self) -> bool {
-        if !self.sp.params_ok {
-            return false;
-        }
-        if let Some(d) = self.display_name_raw()
-            && d.first() != Some(&b'"')
-            && !d.iter().all(|&b| is_token_byte(b) || is_lws(b))
-        {
-            return false;
-        }
-        let uri = self.uri_raw();
-        // No LWS check needed: no URI character class admits SP, HT, CR or LF.
-        if !self.sp.angle && find_byte2(uri, b'?', b',').is_some() {
-            return false;
-        }
-        match Uri::parse(uri) {
-            Ok(u) => u.is_valid(),
-            Err(_) => false,
-        }
+        self.sp.valid(self.raw)
     }
 }
 
@@ -256,6 +316,15 @@ fn note_tag(v: &[u8], tag: &mut Sp, name: Sp, value: Option<Sp>) {
 #[inline(always)]
 fn offset(whole: &[u8], part: &[u8]) -> usize {
     offset_in(whole, part).unwrap_or(0)
+}
+
+/// End of `trim_lws(&v[..end])` for a `v` that starts with a non-LWS byte.
+#[inline(always)]
+fn trimmed_end(v: &[u8], mut end: usize) -> usize {
+    while end > 0 && is_lws(v[end - 1]) {
+        end -= 1;
+    }
+    end
 }
 
 /// `trim_lws(&v[a..b])` as a range of `v`.

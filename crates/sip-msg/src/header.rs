@@ -242,9 +242,16 @@ impl HeaderName {
         if len == 1 {
             return COMPACT[words[0] as u8 as usize];
         }
-        let k0 = fold(words[0]) & LOW[len.min(8)];
-        let k1 = fold(words[1]) & LOW[len.saturating_sub(8).min(8)];
-        let k2 = fold(words[2]) & LOW[len.saturating_sub(16).min(8)];
+        // Most names fit one word (Via, From, To, CSeq, Route, Contact, Call-ID...).
+        let (k0, k1, k2) = if len <= 8 {
+            (fold(words[0]) & LOW[len], 0, 0)
+        } else {
+            (
+                fold(words[0]),
+                fold(words[1]) & LOW[(len - 8).min(8)],
+                fold(words[2]) & LOW[len.saturating_sub(16).min(8)],
+            )
+        };
         let h = SLOTS[slot(k0, k1, k2, len)];
         let e = &ENTRIES[h as usize];
         if e.len as usize == len && (e.key[0] ^ k0 | e.key[1] ^ k1 | e.key[2] ^ k2) == 0 {

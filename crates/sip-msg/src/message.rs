@@ -79,25 +79,57 @@ pub struct SipMessage {
 /// what is already known. Each holds exactly what the lazy parse of the first line of that
 /// header gives.
 #[derive(Debug, Clone, Copy)]
-struct Routing {
-    /// Top Via: its raw bytes, parts, and where the first via-parm stopped in the line value.
-    via: Option<(u32, u32, ViaSpans, u32)>,
-    from: Option<(u32, u32, AddrSpans)>,
-    to: Option<(u32, u32, AddrSpans)>,
-    /// Top Route (`NameAddr::parse_first` of the first Route line) and where it stopped.
-    route: Option<(u32, u32, AddrSpans, u32)>,
+pub(crate) struct Routing {
+    /// Top Via (`Via::parse_first` of the first Via line).
+    pub(crate) via: Parsed<ViaSpans>,
+    /// From and To as `from()` / `to()` give them (`NameAddr::parse` of the first line).
+    pub(crate) from: Parsed<AddrSpans>,
+    pub(crate) to: Parsed<AddrSpans>,
+    /// Top Route (`NameAddr::parse_first` of the first Route line).
+    pub(crate) route: Parsed<AddrSpans>,
     /// CSeq number, method code and method bytes.
-    cseq: Option<(u32, MethodCode, u32, u32)>,
-    max_forwards: Option<u8>,
-    content_length: Option<u64>,
+    pub(crate) cseq: Option<(u32, MethodCode, u32, u32)>,
+    pub(crate) max_forwards: Option<u8>,
+    pub(crate) content_length: Option<u64>,
+}
+
+/// A value parsed in place during framing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Parsed<T> {
+    /// Its parts, relative to its raw bytes.
+    pub(crate) sp: T,
+    /// Its raw bytes, as offsets into the message.
+    pub(crate) raw: (u32, u32),
+    /// Where parsing stopped (the `,` before the next value, or the end of the line value).
+    pub(crate) end: u32,
+    /// False when the header is absent or did not parse.
+    pub(crate) ok: bool,
+}
+
+impl<T: Copy> Parsed<T> {
+    const fn none(sp: T) -> Parsed<T> {
+        Parsed {
+            sp,
+            raw: (0, 0),
+            end: 0,
+            ok: false,
+        }
+    }
+
+    #[inline(always)]
+    fn set(&mut self, raw: (usize, usize), end: usize) {
+        self.raw = (raw.0 as u32, raw.1 as u32);
+        self.end = end as u32;
+        self.ok = true;
+    }
 }
 
 impl Routing {
     const NONE: Routing = Routing {
-        via: None,
-        from: None,
-        to: None,
-        route: None,
+        via: Parsed::none(ViaSpans::EMPTY),
+        from: Parsed::none(AddrSpans::EMPTY),
+        to: Parsed::none(AddrSpans::EMPTY),
+        route: Parsed::none(AddrSpans::EMPTY),
         cseq: None,
         max_forwards: None,
         content_length: None,
@@ -133,9 +165,15 @@ impl SipMessage {
     /// For a datagram carrying more bytes than Content-Length announces, the message stops at
     /// Content-Length and the rest is dropped (RFC 3261 §18.3, RFC 4475 §3.1.1.8).
     pub fn parse(buf: Bytes) -> Result<SipMessage, ParseError> {
-        let msg = Self::parse_lenient(buf)?;
-        msg.validate()?;
-        Ok(msg)
+        // Validated in place: the message is not moved out of the result and back (it is
+        // about a kilobyte).
+        let r = Self::parse_lenient(buf);
+        if let Ok(msg) = &r
+            && let Err(e) = msg.validate()
+        {
+            return Err(e);
+        }
+        r
     }
 
     /// Frames the start line and header section and builds the header index, without checking
@@ -269,7 +307,7 @@ impl SipMessage {
             pos = line_end;
         }
 
-        msg.rt = msg.parse_routing(b);
+        msg.parse_routing(b);
         msg.rt.content_length = content_length.flatten();
 
         // Body: Content-Length bytes when given; the rest of the datagram otherwise.
@@ -296,48 +334,67 @@ impl SipMessage {
         Some((b.get(s..t)?, s))
     }
 
-    /// Parses the routing headers (first line of each) for [`Routing`].
-    fn parse_routing(&self, b: &[u8]) -> Routing {
-        let mut rt = Routing::NONE;
-        let at = |part: &[u8]| offset_in(b, part).unwrap_or(0) as u32;
-        if let Some((v, vs)) = self.first_value(b, HeaderName::Via)
-            && let Ok((via, end)) = Via::parse_first(v)
-        {
-            let s = at(via.raw());
-            rt.via = Some((
-                s,
-                s + via.raw().len() as u32,
-                via.spans(),
-                (vs + end) as u32,
-            ));
-        }
-        for (name, slot) in [
-            (HeaderName::From, &mut rt.from),
-            (HeaderName::To, &mut rt.to),
-        ] {
-            if let Some((v, _)) = self.first_value(b, name)
-                && let Some(a) = single_name_addr(v)
-            {
-                let s = at(a.raw());
-                *slot = Some((s, s + a.raw().len() as u32, a.spans()));
+    /// Parses the routing headers (first line of each) into [`Routing`], in place.
+    fn parse_routing(&mut self, b: &[u8]) {
+        if let Some((v, vs)) = self.first_value(b, HeaderName::Via) {
+            let p = &mut self.rt.via;
+            if let Some(end) = p.sp.parse_canonical(v) {
+                p.set((vs, vs + end), vs + end);
+            } else if let Ok((via, end)) = Via::parse_general(v) {
+                p.sp = via.spans();
+                let s = offset_in(b, via.raw()).unwrap_or(0);
+                p.set((s, s + via.raw().len()), vs + end);
             }
         }
-        if let Some((v, vs)) = self.first_value(b, HeaderName::Route)
-            && let Ok((a, end)) = NameAddr::parse_first(v)
-        {
-            let s = at(a.raw());
-            rt.route = Some((s, s + a.raw().len() as u32, a.spans(), (vs + end) as u32));
+        for name in [HeaderName::From, HeaderName::To] {
+            if let Some((v, vs)) = self.first_value(b, name) {
+                let p = if name == HeaderName::From {
+                    &mut self.rt.from
+                } else {
+                    &mut self.rt.to
+                };
+                // As `NameAddr::parse` (the value is trimmed): a value going on after the
+                // first name-addr is one malformed name-addr.
+                if let Ok((s, t, end)) = p.sp.parse_first(v) {
+                    if end < v.len() {
+                        p.sp.set_trailing_garbage();
+                        p.set((vs, vs + v.len()), vs + v.len());
+                    } else {
+                        p.set((vs + s, vs + t), vs + end);
+                    }
+                }
+            }
         }
-        if let Some((v, _)) = self.first_value(b, HeaderName::CSeq)
+        if let Some((v, vs)) = self.first_value(b, HeaderName::Route) {
+            let p = &mut self.rt.route;
+            if let Ok((s, t, end)) = p.sp.parse_first(v) {
+                p.set((vs + s, vs + t), vs + end);
+            }
+        }
+        if let Some((v, vs)) = self.first_value(b, HeaderName::CSeq)
             && let Ok((c, ms, me)) = CSeq::parse_parts(v)
         {
-            let base = at(v);
-            rt.cseq = Some((c.seq, c.code, base + ms as u32, base + me as u32));
+            self.rt.cseq = Some((c.seq, c.code, (vs + ms) as u32, (vs + me) as u32));
         }
         if let Some((v, _)) = self.first_value(b, HeaderName::MaxForwards) {
-            rt.max_forwards = parse_u64(v).and_then(|n| u8::try_from(n).ok());
+            self.rt.max_forwards = parse_u64(v).and_then(|n| u8::try_from(n).ok());
         }
-        rt
+    }
+
+    /// The routing headers parsed during framing.
+    #[inline(always)]
+    pub(crate) fn routing(&self) -> &Routing {
+        &self.rt
+    }
+
+    #[inline(always)]
+    pub(crate) fn parsed_addr(&self, p: &Parsed<AddrSpans>) -> Option<NameAddr<'_>> {
+        p.ok.then(|| NameAddr::from_parts(self.slice(p.raw.0, p.raw.1), p.sp))
+    }
+
+    #[inline(always)]
+    pub(crate) fn parsed_via(&self, p: &Parsed<ViaSpans>) -> Option<Via<'_>> {
+        p.ok.then(|| Via::from_parts(self.slice(p.raw.0, p.raw.1), p.sp))
     }
 
     // ----- whole message -----
@@ -368,7 +425,7 @@ impl SipMessage {
     }
 
     #[inline]
-    fn slice(&self, a: u32, b: u32) -> &[u8] {
+    pub(crate) fn slice(&self, a: u32, b: u32) -> &[u8] {
         self.buf.get(a as usize..b as usize).unwrap_or(&[])
     }
 
@@ -613,8 +670,7 @@ impl SipMessage {
     /// framing.
     #[inline]
     pub fn top_via(&self) -> Option<Via<'_>> {
-        let (s, e, sp, _) = self.rt.via?;
-        Some(Via::from_parts(self.slice(s, e), sp))
+        self.parsed_via(&self.rt.via)
     }
 
     /// Every Via value, top first (unparsable values are skipped; none are in a message that
@@ -627,15 +683,13 @@ impl SipMessage {
     /// From (RFC 3261 §20.20). O(1): parsed during framing.
     #[inline]
     pub fn from(&self) -> Option<NameAddr<'_>> {
-        let (s, e, sp) = self.rt.from?;
-        Some(NameAddr::from_parts(self.slice(s, e), sp))
+        self.parsed_addr(&self.rt.from)
     }
 
     /// To (RFC 3261 §20.39). O(1): parsed during framing.
     #[inline]
     pub fn to(&self) -> Option<NameAddr<'_>> {
-        let (s, e, sp) = self.rt.to?;
-        Some(NameAddr::from_parts(self.slice(s, e), sp))
+        self.parsed_addr(&self.rt.to)
     }
 
     /// From tag.
@@ -692,8 +746,7 @@ impl SipMessage {
     /// Topmost Route value. O(1): parsed during framing.
     #[inline]
     pub fn top_route(&self) -> Option<NameAddr<'_>> {
-        let (s, e, sp, _) = self.rt.route?;
-        Some(NameAddr::from_parts(self.slice(s, e), sp))
+        self.parsed_addr(&self.rt.route)
     }
 
     /// Record-Route values, top first (RFC 3261 §20.30).
@@ -808,36 +861,31 @@ enum Line {
 
 /// Frames the header line at `pos` when it has the common shape `Name: value\r\n`: a name of
 /// at most 23 bytes right before the colon, one space, a value without leading or trailing
-/// whitespace, CRLF, no continuation line. `None` means "ask [`slow_line`]", which frames
-/// everything else (and gives the same result for these lines).
+/// whitespace or control byte, CRLF, no continuation line, and a byte after the line.
+/// `None` means "ask [`slow_line`]", which frames everything else (and gives the same result
+/// for these lines): every test here only decides between the two paths.
 #[inline(always)]
 fn fast_line(b: &[u8], pos: usize) -> Option<LineParts> {
-    let c = *b.get(pos)?;
-    if matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
+    // SP, HT (a continuation with no header), CR, LF (the empty line) and controls.
+    if *b.get(pos)? <= b' ' {
         return None;
     }
     let (k, words) = name_colon(b, pos)?;
     let colon = pos + k;
-    if k == 0 || matches!(b[colon - 1], b' ' | b'\t') {
+    // A name (the first byte is not ':'), not ending in SP/HT, then ": " and a value byte.
+    let around = b.get(colon - 1..colon + 3)?;
+    if k == 0 || around[0] <= b' ' || around[2] != b' ' || around[3] <= b' ' {
         return None;
-    }
-    let vs = colon + 2;
-    match b.get(colon + 1..colon + 3) {
-        Some(&[b' ', x]) if !is_lws(x) => {}
-        _ => return None,
     }
     // Classified before the search so that the name words need not live across it.
     let name = HeaderName::classify_words(words, k);
-    let nl = find_nl(b, vs + 1);
-    // Value of at least one byte, ending in a non-LWS byte followed by CRLF, and no
-    // continuation line after.
-    if nl >= b.len() || b[nl - 1] != b'\r' || is_lws(b[nl - 2]) {
+    let nl = find_nl(b, colon + 3);
+    // The value ends with a non-LWS byte, then CRLF, and the next line is not a continuation.
+    let end = b.get(nl - 2..nl + 2)?;
+    if end[1] != b'\r' || end[0] <= b' ' || end[3] == b' ' || end[3] == b'\t' {
         return None;
     }
-    if matches!(b.get(nl + 1), Some(b' ' | b'\t')) {
-        return None;
-    }
-    Some((name, colon, vs, nl - 1, nl + 1))
+    Some((name, colon, colon + 2, nl - 1, nl + 1))
 }
 
 /// Frames the line at `pos` whatever its shape (see [`fast_line`] for the common one).
@@ -919,17 +967,6 @@ fn slow_line(b: &[u8], pos: usize) -> Line {
         _ => HeaderName::Other,
     };
     Line::Header((name, name_end, vs, ve, line_end))
-}
-
-/// Parses an (already trimmed) header value holding one name-addr, as
-/// [`NameAddr::parse`] does.
-#[inline]
-fn single_name_addr(v: &[u8]) -> Option<NameAddr<'_>> {
-    let (a, end) = NameAddr::parse_first(v).ok()?;
-    if end < v.len() {
-        return NameAddr::parse(v).ok();
-    }
-    Some(a)
 }
 
 /// Iterator over the comma-separated values of a list header across its lines.

@@ -233,14 +233,14 @@ impl<'a> Iterator for ParamScan<'a> {
 
 /// The common shape of a header parameter list: `*( ";" token [ "=" gen-value ] )` with no
 /// LWS, no quoted value and no empty parameter, starting at `j` (at a `;`, a `,` or the end).
-/// Calls `param(name, value)` for each, in order, and returns where the list stops (the end or
+/// Calls `param(name, value, value_is_token)` for each, in order, and returns where the list stops (the end or
 /// a `,`). `None` for anything else: then [`ParamScan::after`] must be used (for the lists
 /// accepted here it yields the same parameters and stops at the same place, with `ok`).
 #[inline(always)]
 pub(crate) fn canonical_params(
     v: &[u8],
     mut j: usize,
-    mut param: impl FnMut(Sp, Option<Sp>),
+    mut param: impl FnMut(Sp, Option<Sp>, bool),
 ) -> Option<usize> {
     loop {
         match v.get(j) {
@@ -255,15 +255,20 @@ pub(crate) fn canonical_params(
         }
         match v.get(ne) {
             Some(b'=') => {
-                let ve = span(v, ne + 1, GENVAL);
+                // gen-value: a token, or a host with the ':' '[' ']' of an IPv6 reference.
+                let te = span(v, ne + 1, TOKEN);
+                let ve = match v.get(te) {
+                    Some(b':' | b'[' | b']') => span(v, te, GENVAL),
+                    _ => te,
+                };
                 if ve == ne + 1 {
                     return None;
                 }
-                param(Sp::new(ns, ne), Some(Sp::new(ne + 1, ve)));
+                param(Sp::new(ns, ne), Some(Sp::new(ne + 1, ve)), te == ve);
                 j = ve;
             }
             None | Some(b';' | b',') => {
-                param(Sp::new(ns, ne), None);
+                param(Sp::new(ns, ne), None, false);
                 j = ne;
             }
             Some(_) => return None,

@@ -27,6 +27,10 @@ pub(crate) const GENVAL: u16 = 128;
 pub(crate) const DIGIT: u16 = 256;
 /// ASCII digits and `.` (what a dotted-quad IPv4 address is made of).
 pub(crate) const DIGITDOT: u16 = 512;
+/// [`USER`] without `%`: a user part with no escape to check.
+pub(crate) const USER_NP: u16 = 1024;
+/// [`PARAM`] without `%`: a URI parameter with no escape to check.
+pub(crate) const PARAM_NP: u16 = 2048;
 
 const fn build_classes() -> [u16; 256] {
     let mut t = [0u16; 256];
@@ -92,6 +96,12 @@ const fn build_classes() -> [u16; 256] {
         }
         if c == b'.' {
             v |= DIGITDOT;
+        }
+        if v & USER != 0 && c != b'%' {
+            v |= USER_NP;
+        }
+        if v & PARAM != 0 && c != b'%' {
+            v |= PARAM_NP;
         }
         t[i] = v;
         i += 1;
@@ -309,7 +319,7 @@ pub(crate) fn find_byte_at(c: u8, s: &[u8]) -> Option<usize> {
 /// True when `s` is a non-empty RFC 3261 `token`.
 #[inline]
 pub fn is_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&b| is_token_byte(b))
+    !s.is_empty() && span(s, 0, TOKEN) == s.len()
 }
 
 /// Linear whitespace byte inside a header value: SP, HT, or the CR/LF of a folded line.

@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::params::Params;
 use crate::scan::{
-    DIGITDOT, HOST, PARAM, PASSWORD, USER, escapes_valid, is_hnv_byte, is_host_byte,
-    percent_decode, span,
+    DIGITDOT, HOST, PARAM, PARAM_NP, PASSWORD, USER, USER_NP, escapes_valid, is_hnv_byte,
+    is_host_byte, percent_decode, span,
 };
 
 /// URI scheme.
@@ -103,6 +103,107 @@ impl<'a> Host<'a> {
     }
 }
 
+/// `Host::new(s).is_valid()` for an `s` made of alphanumerics, `-` and `.` only (what a
+/// [`HOST`] span gives): a dotted quad, or a hostname.
+#[inline]
+pub(crate) fn host_chars_valid(s: &[u8]) -> bool {
+    if s.first().is_some_and(u8::is_ascii_digit) {
+        if parse_ipv4(s).is_some() {
+            return true;
+        }
+        if span(s, 0, DIGITDOT) == s.len() {
+            // Digits and dots: an IPv4 address, and a broken one.
+            return false;
+        }
+    }
+    hostname_chars_valid(s)
+}
+
+/// [`is_hostname`] for an `s` made of alphanumerics, `-` and `.` only.
+#[inline]
+fn hostname_chars_valid(s: &[u8]) -> bool {
+    if s.is_empty() || s.len() > 255 {
+        return false;
+    }
+    let s = s.strip_suffix(b".").unwrap_or(s);
+    let mut start = 0;
+    while let Some(k) = crate::scan::find_byte(&s[start..], b'.') {
+        if k == 0 {
+            return false;
+        }
+        start += k + 1;
+    }
+    start < s.len() && s[start..].iter().any(u8::is_ascii_alphabetic)
+}
+
+/// `Uri::parse(u)` is a valid `sip:`/`sips:` URI without URI headers, decided in one pass
+/// for the common shape: `sip[s]:[user@]host[:port]*(;name[=value])`, no escape, no
+/// password, no IPv6 reference. `false` means "not that shape, or not valid": the caller then
+/// asks [`Uri::parse`] and [`Uri::is_valid`].
+#[inline]
+pub(crate) fn canonical_sip_uri_valid(u: &[u8]) -> bool {
+    let Some(h) = u.get(..4) else { return false };
+    let head = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    let mut i = if head | 0x0020_2020 == u32::from_le_bytes(*b"sip:") {
+        4
+    } else if head | 0x2020_2020 == u32::from_le_bytes(*b"sips") && u.get(4) == Some(&b':') {
+        5
+    } else {
+        return false;
+    };
+    if let Some(k) = crate::scan::find_byte(&u[i..], b'@') {
+        let at = i + k;
+        if at == i || span(u, i, USER_NP) != at {
+            return false;
+        }
+        i = at + 1;
+    }
+    let he = span(u, i, HOST);
+    if he == i || !host_chars_valid(&u[i..he]) {
+        return false;
+    }
+    let mut j = he;
+    match u.get(j) {
+        None => return true,
+        Some(b';') => {}
+        Some(b':') => {
+            let pe = span(u, j + 1, crate::scan::DIGIT);
+            if parse_port(&u[j + 1..pe]).is_none() {
+                return false;
+            }
+            j = pe;
+        }
+        Some(_) => return false,
+    }
+    while u.get(j) == Some(&b';') {
+        let ne = span(u, j + 1, PARAM_NP);
+        if ne == j + 1 {
+            return false;
+        }
+        j = ne;
+        if u.get(j) == Some(&b'=') {
+            let ve = span(u, j + 1, PARAM_NP);
+            if ve == j + 1 {
+                return false;
+            }
+            j = ve;
+        }
+    }
+    j == u.len()
+}
+
+/// `Uri::parse(u)` succeeds and the URI [`is_valid`](Uri::is_valid).
+#[inline]
+pub(crate) fn uri_valid(u: &[u8]) -> bool {
+    canonical_sip_uri_valid(u) || uri_valid_general(u)
+}
+
+#[cold]
+#[inline(never)]
+fn uri_valid_general(u: &[u8]) -> bool {
+    Uri::parse(u).is_ok_and(|x| x.is_valid())
+}
+
 /// RFC 3261 `hostname = *( domainlabel "." ) toplabel [ "." ]`, checked loosely: labels of
 /// alphanumerics and `-` (underscore tolerated), non-empty, and not all-numeric at the top.
 fn is_hostname(s: &[u8]) -> bool {
@@ -144,33 +245,32 @@ fn is_hostname(s: &[u8]) -> bool {
     label_len > 0 && label_alpha
 }
 
-/// Parses a dotted-quad IPv4 address (exactly four decimal octets).
+/// Parses a dotted-quad IPv4 address (exactly four decimal octets of one to three digits).
+#[inline]
 pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let digit = |i: usize| s.get(i).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9);
     let mut octets = [0u8; 4];
-    let mut n = 0;
-    let mut v: u16 = 0;
-    let mut digits = 0;
-    for &b in s {
-        if b == b'.' {
-            if digits == 0 || n == 3 {
+    let mut i = 0;
+    for (k, o) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if s.get(i) != Some(&b'.') {
                 return None;
             }
-            octets[n] = u8::try_from(v).ok()?;
-            n += 1;
-            v = 0;
-            digits = 0;
-        } else if b.is_ascii_digit() && digits < 3 {
-            v = v * 10 + u16::from(b - b'0');
-            digits += 1;
-        } else {
-            return None;
+            i += 1;
         }
+        let mut v = u16::from(digit(i)?);
+        i += 1;
+        if let Some(d) = digit(i) {
+            v = v * 10 + u16::from(d);
+            i += 1;
+            if let Some(d) = digit(i) {
+                v = v * 10 + u16::from(d);
+                i += 1;
+            }
+        }
+        *o = u8::try_from(v).ok()?;
     }
-    if digits == 0 || n != 3 {
-        return None;
-    }
-    octets[3] = u8::try_from(v).ok()?;
-    Some(Ipv4Addr::from(octets))
+    (i == s.len()).then(|| Ipv4Addr::from(octets))
 }
 
 /// Parses an IPv6 address without brackets (RFC 4291 text forms, as corrected for SIP by

@@ -6,9 +6,9 @@ use crate::auth::AuthValue;
 use crate::error::{ParseError, ParseErrorKind as K, SanityError, SanityErrorKind as S};
 use crate::header::HeaderName as H;
 use crate::message::SipMessage;
-use crate::scan::{SplitTop, has_lws, is_token, parse_u64, trim_lws};
+use crate::scan::{TOKEN, has_lws, is_token, parse_u64, skip_lws, span, trim_lws};
 use crate::typed::CSeq;
-use crate::uri::{Scheme, Uri};
+use crate::uri::{Scheme, Uri, canonical_sip_uri_valid};
 use crate::via::Via;
 
 impl SipMessage {
@@ -29,71 +29,105 @@ impl SipMessage {
         }
         self.validate_start_line()?;
         let request_method = self.method();
-        for e in self.entries() {
-            let v = self
-                .as_bytes()
-                .get(e.value_start as usize..e.value_end as usize)
-                .unwrap_or(&[]);
+        let rt = self.routing();
+        // The first line of Via, From, To, Route, CSeq and Max-Forwards was parsed during
+        // framing: its result is reused instead of parsing again.
+        let first = |h| self.header_index(h).unwrap_or(usize::MAX);
+        let (via0, from0, to0) = (first(H::Via), first(H::From), first(H::To));
+        let (route0, cseq0, mf0) = (first(H::Route), first(H::CSeq), first(H::MaxForwards));
+        for (i, e) in self.entries().iter().enumerate() {
+            let v = self.slice(e.value_start, e.value_end);
             let at = e.value_start as usize;
             let err = |k| Err(ParseError::new(k, at));
             match e.name {
                 H::Other => {
-                    let name = self
-                        .as_bytes()
-                        .get(e.start as usize..e.name_end as usize)
-                        .unwrap_or(&[]);
+                    let name = self.slice(e.start, e.name_end);
                     if !is_token(name) {
                         return Err(ParseError::new(K::HeaderLine, e.start as usize));
                     }
                 }
                 H::Via => {
                     let mut rest = v;
-                    loop {
-                        match Via::parse_first(rest) {
-                            Ok((via, end)) if via.is_valid() => match rest.get(end) {
-                                Some(b',') => rest = &rest[end + 1..],
-                                _ => break,
-                            },
-                            _ => return err(K::Via),
+                    if i == via0 {
+                        // The top via-parm, then the rest of the line.
+                        let p = &rt.via;
+                        if !p.ok || !p.sp.valid(self.slice(p.raw.0, p.raw.1)) {
+                            return err(K::Via);
                         }
+                        let end = p.end;
+                        match self.as_bytes().get(end as usize) {
+                            Some(b',') if (end as usize) < e.value_end as usize => {
+                                rest = self.slice(end + 1, e.value_end);
+                            }
+                            _ => continue,
+                        }
+                    }
+                    if !via_list_valid(rest) {
+                        return err(K::Via);
                     }
                 }
                 H::From | H::To => {
-                    let ok = NameAddr::parse(v).is_ok_and(|a| a.is_valid());
+                    let cached = match (e.name, i) {
+                        (H::From, i) if i == from0 => Some(&rt.from),
+                        (H::To, i) if i == to0 => Some(&rt.to),
+                        _ => None,
+                    };
+                    let ok = match cached {
+                        Some(p) => p.ok && p.sp.valid(self.slice(p.raw.0, p.raw.1)),
+                        None => NameAddr::parse(v).is_ok_and(|a| a.is_valid()),
+                    };
                     if !ok {
                         return err(if e.name == H::From { K::From } else { K::To });
                     }
                 }
                 H::CallId if !call_id_valid(v) => return err(K::CallId),
-                H::CSeq => match CSeq::parse(v) {
-                    Ok(c) if c.seq < 1 << 31 => {
-                        if let Some(m) = request_method
-                            && c.method != m
-                        {
-                            return err(K::CSeqMethodMismatch);
+                H::CSeq => {
+                    let parsed = if i == cseq0 {
+                        rt.cseq
+                            .map(|(seq, code, ms, me)| (seq, code.to_method(self.slice(ms, me))))
+                    } else {
+                        CSeq::parse(v).ok().map(|c| (c.seq, c.method))
+                    };
+                    match parsed {
+                        Some((seq, method)) if seq < 1 << 31 => {
+                            if let Some(m) = request_method
+                                && method != m
+                            {
+                                return err(K::CSeqMethodMismatch);
+                            }
                         }
+                        _ => return err(K::CSeq),
                     }
-                    _ => return err(K::CSeq),
-                },
-                H::MaxForwards if parse_u64(v).is_none_or(|n| n > 255) => {
+                }
+                H::MaxForwards
+                    if if i == mf0 {
+                        rt.max_forwards.is_none()
+                    } else {
+                        parse_u64(v).is_none_or(|n| n > 255)
+                    } =>
+                {
                     return err(K::MaxForwards);
                 }
                 H::ContentLength if parse_u64(v).is_none() || v.len() > 19 => {
                     return err(K::ContentLength);
                 }
                 H::Expires | H::MinExpires if parse_u64(v).is_none() => return err(K::Expires),
-                H::Contact if trim_lws(v) != b"*" && !name_addr_list_valid(v, false) => {
+                H::Contact if v != b"*" && !name_addr_list_valid(v, None, false) => {
                     return err(K::Contact);
                 }
-                H::Route | H::RecordRoute | H::Path | H::ServiceRoute
-                    if !name_addr_list_valid(v, true) =>
-                {
-                    return err(K::RouteSet);
+                H::Route | H::RecordRoute | H::Path | H::ServiceRoute => {
+                    let cached = (i == route0).then(|| {
+                        let p = &rt.route;
+                        self.parsed_addr(p)
+                            .map(|a| (a, (p.end - e.value_start) as usize))
+                    });
+                    if !name_addr_list_valid(v, cached, true) {
+                        return err(K::RouteSet);
+                    }
                 }
                 // Supported may be empty (RFC 3261 §20.37: `[option-tag *(COMMA option-tag)]`).
                 H::Require | H::ProxyRequire | H::Supported | H::Unsupported
-                    if !(SplitTop::new(v, b',').all(is_token)
-                        || v.is_empty() && e.name == H::Supported) =>
+                    if !(option_tags_valid(v) || v.is_empty() && e.name == H::Supported) =>
                 {
                     return err(K::OptionTags);
                 }
@@ -130,18 +164,24 @@ impl SipMessage {
             if b.is_empty() || c.is_empty() {
                 return Err(ParseError::new(K::StartLine, uri_at));
             }
-            if has_lws(b) {
+            // The usual valid `sip:` URI without headers (and so without LWS) is known in one
+            // pass; anything else gets every check below, in order.
+            let canonical = canonical_sip_uri_valid(b);
+            if !canonical && has_lws(b) {
                 return Err(ParseError::new(K::RequestUri, uri_at));
             }
             check_version(c, uri_at + b.len() + 1)?;
-            let uri = Uri::parse(b).map_err(|_| ParseError::new(K::RequestUri, uri_at))?;
-            if !uri.is_valid() {
-                return Err(ParseError::new(K::RequestUri, uri_at));
-            }
-            // URI headers are not allowed in a Request-URI (RFC 3261 §19.1.1 table; RFC 4475
-            // §3.1.2.11).
-            if matches!(uri.scheme(), Scheme::Sip | Scheme::Sips) && uri.headers_raw().is_some() {
-                return Err(ParseError::new(K::RequestUri, uri_at));
+            if !canonical {
+                let uri = Uri::parse(b).map_err(|_| ParseError::new(K::RequestUri, uri_at))?;
+                if !uri.is_valid() {
+                    return Err(ParseError::new(K::RequestUri, uri_at));
+                }
+                // URI headers are not allowed in a Request-URI (RFC 3261 §19.1.1 table;
+                // RFC 4475 §3.1.2.11).
+                if matches!(uri.scheme(), Scheme::Sip | Scheme::Sips) && uri.headers_raw().is_some()
+                {
+                    return Err(ParseError::new(K::RequestUri, uri_at));
+                }
             }
         } else {
             check_version(a, 0)?;
@@ -231,10 +271,20 @@ impl SipMessage {
 }
 
 /// A comma-separated list of valid name-addrs (with `<>` when `angle` is required).
-fn name_addr_list_valid(v: &[u8], angle: bool) -> bool {
+/// `first`: the parse of the first value when already known (`Some(None)`: it failed).
+fn name_addr_list_valid(
+    v: &[u8],
+    first: Option<Option<(NameAddr<'_>, usize)>>,
+    angle: bool,
+) -> bool {
     let mut rest = v;
+    let mut first = first;
     loop {
-        match NameAddr::parse_first(rest) {
+        let parsed = match first.take() {
+            Some(p) => p.ok_or(crate::addr::InvalidNameAddr),
+            None => NameAddr::parse_first(rest),
+        };
+        match parsed {
             Ok((a, end)) if a.is_valid() && (a.has_angle_brackets() || !angle) => {
                 match rest.get(end) {
                     Some(b',') => rest = &rest[end + 1..],
@@ -242,6 +292,40 @@ fn name_addr_list_valid(v: &[u8], angle: bool) -> bool {
                 }
             }
             _ => return false,
+        }
+    }
+}
+
+/// A comma-separated list of valid via-parms.
+fn via_list_valid(v: &[u8]) -> bool {
+    let mut rest = v;
+    loop {
+        match Via::parse_first(rest) {
+            Ok((via, end)) if via.is_valid() => match rest.get(end) {
+                Some(b',') => rest = &rest[end + 1..],
+                _ => return true,
+            },
+            _ => return false,
+        }
+    }
+}
+
+/// `option-tag *(COMMA option-tag)`: what splitting on top-level commas and checking that
+/// every trimmed item is a non-empty token decides, in one pass (a token holds no quote, `<`
+/// or comma, so the split cannot differ).
+fn option_tags_valid(v: &[u8]) -> bool {
+    let mut i = 0;
+    loop {
+        i = skip_lws(v, i);
+        let e = span(v, i, TOKEN);
+        if e == i {
+            return false;
+        }
+        i = skip_lws(v, e);
+        match v.get(i) {
+            None => return true,
+            Some(b',') => i += 1,
+            Some(_) => return false,
         }
     }
 }
@@ -292,6 +376,11 @@ fn call_id_valid(v: &[u8]) -> bool {
 
 /// `media-type = m-type SLASH m-subtype *(SEMI m-parameter)`.
 fn content_type_valid(v: &[u8]) -> bool {
+    // The usual `type/subtype`, without LWS or parameters.
+    let t = span(v, 0, TOKEN);
+    if t > 0 && v.get(t) == Some(&b'/') && span(v, t + 1, TOKEN) == v.len() && v.len() > t + 1 {
+        return true;
+    }
     let semi = crate::scan::find_byte_at(b';', v).unwrap_or(v.len());
     let Some(slash) = crate::scan::find_byte_at(b'/', &v[..semi]) else {
         return false;

@@ -66,6 +66,8 @@ pub(crate) struct ViaSpans {
 const HAS_PORT: u8 = 1;
 const PARAMS_OK: u8 = 2;
 const RPORT_FLAG: u8 = 4;
+/// The branch is present and a `token` (what [`Via::is_valid`] requires of it).
+const BRANCH_TOKEN: u8 = 8;
 
 /// RFC 3261 §8.1.1.7 magic cookie that starts a compliant branch.
 pub const BRANCH_MAGIC_COOKIE: &[u8] = b"z9hG4bK";
@@ -74,18 +76,21 @@ pub const BRANCH_MAGIC_COOKIE: &[u8] = b"z9hG4bK";
 /// else 0. Names are tokens, on which setting bit 5 folds exactly the letters.
 #[inline(always)]
 fn word(v: &[u8], name: Sp) -> u64 {
-    let (s, n) = (name.s as usize, name.len());
+    let (e, n) = (name.e as usize, name.len());
     if !matches!(n, 3 | 5 | 6 | 8) {
         return 0;
     }
-    let w = if s + 8 <= v.len() {
-        load8(v, s)
+    // One load: the 8 bytes ending with the name (a Via value is longer than that), or
+    // starting with it.
+    let w = if e >= 8 {
+        load8(v, e - 8) >> (64 - 8 * n)
     } else {
-        let mut a = [0u8; 8];
-        a[..n].copy_from_slice(name.of(v));
-        u64::from_le_bytes(a)
+        name.of(v)
+            .iter()
+            .rev()
+            .fold(0, |w, &b| w << 8 | u64::from(b))
     };
-    (w | 0x2020_2020_2020_2020) & (u64::MAX >> (64 - 8 * n))
+    w | (0x2020_2020_2020_2020 >> (64 - 8 * n))
 }
 
 const fn cw(s: &[u8]) -> u64 {
@@ -105,7 +110,7 @@ const TTL: u64 = cw(b"ttl");
 const RPORT: u64 = cw(b"rport");
 
 impl ViaSpans {
-    const EMPTY: ViaSpans = ViaSpans {
+    pub(crate) const EMPTY: ViaSpans = ViaSpans {
         protocol_name: Sp::NONE,
         protocol_version: Sp::NONE,
         transport: Sp::NONE,
@@ -121,10 +126,12 @@ impl ViaSpans {
         flags: PARAMS_OK,
     };
 
-    /// Notes a parameter (first occurrence wins), given its name and value positions.
+    /// Notes a parameter (first occurrence wins), given its name and value positions; returns
+    /// the name (as its folded word) when this set a well-known parameter, else 0.
     #[inline(always)]
-    fn param(&mut self, v: &[u8], name: Sp, value: Option<Sp>) {
-        let slot = match word(v, name) {
+    fn param(&mut self, v: &[u8], name: Sp, value: Option<Sp>) -> u64 {
+        let w = word(v, name);
+        let slot = match w {
             BRANCH => &mut self.branch,
             RECEIVED => &mut self.received,
             MADDR => &mut self.maddr,
@@ -135,15 +142,18 @@ impl ViaSpans {
                         Some(x) => self.rport = x,
                         None => self.flags |= RPORT_FLAG,
                     }
+                    return RPORT;
                 }
-                return;
+                return 0;
             }
-            _ => return,
+            _ => return 0,
         };
-        if !slot.is_some() {
-            // A flag parameter reads as an empty value.
-            *slot = value.unwrap_or(Sp::new(name.e as usize, name.e as usize));
+        if slot.is_some() {
+            return 0;
         }
+        // A flag parameter reads as an empty value.
+        *slot = value.unwrap_or(Sp::new(name.e as usize, name.e as usize));
+        w
     }
 
     fn rebase(mut self, by: usize) -> ViaSpans {
@@ -162,6 +172,97 @@ impl ViaSpans {
             *s = s.rebase(by);
         }
         self
+    }
+}
+
+impl ViaSpans {
+    /// The common shape, `SIP/2.0/TRANSPORT host[:port]*(;name[=value])` with no LWS but the
+    /// one space after the transport, no quoted or IPv6 part: one pass, no backtracking, the
+    /// parts written in place (relative to `v`, which is also the raw value: it starts with
+    /// `SIP/` and ends where the via-parm does). Returns that end. `None` for anything else,
+    /// which [`Via::parse_general`] then handles (for the shapes accepted here both give the
+    /// same result); `self` is then left half-written.
+    #[inline(always)]
+    pub(crate) fn parse_canonical(&mut self, v: &[u8]) -> Option<usize> {
+        const SIP20: u64 = u64::from_le_bytes(*b"sip/2.0/");
+        if v.len() < 10 || v.len() > MAX_VALUE || load8(v, 0) | 0x20_2020 != SIP20 {
+            return None;
+        }
+        let te = span(v, 8, TOKEN);
+        // One SP, then the host (not a LWS, not an IPv6 reference).
+        if te == 8 || v.get(te) != Some(&b' ') {
+            return None;
+        }
+        let start = te + 1;
+        let host_end = span(v, start, HOST);
+        if host_end == start {
+            return None;
+        }
+        *self = ViaSpans::EMPTY;
+        self.protocol_name = Sp::new(0, 3);
+        self.protocol_version = Sp::new(4, 7);
+        self.transport = Sp::new(8, te);
+        self.host = Sp::new(start, host_end);
+        self.host_kind = Host::new(&v[start..host_end]).kind();
+        let mut j = host_end;
+        match v.get(j) {
+            Some(b':') => {
+                let pe = span(v, j + 1, DIGIT);
+                self.port = parse_port(&v[j + 1..pe])?;
+                self.flags |= HAS_PORT;
+                j = pe;
+            }
+            None | Some(b';' | b',') => {}
+            Some(_) => return None,
+        }
+        let params_from = j;
+        let mut branch_token = false;
+        let j = canonical_params(v, j, |name, value, token| {
+            if self.param(v, name, value) == BRANCH {
+                branch_token = token;
+            }
+        })?;
+        if branch_token {
+            self.flags |= BRANCH_TOKEN;
+        }
+        self.params = Sp::new(params_from, j);
+        Some(j)
+    }
+
+    /// [`Via::is_valid`] of the value `raw` with these parts.
+    pub(crate) fn valid(&self, raw: &[u8]) -> bool {
+        if self.flags & PARAMS_OK == 0
+            || !Host::with_kind(self.host.of(raw), self.host_kind).is_valid()
+        {
+            return false;
+        }
+        // A branch must be a token; known since parsing.
+        if self.branch.is_some() && self.flags & BRANCH_TOKEN == 0 {
+            return false;
+        }
+        if let Some(t) = self.ttl.opt(raw)
+            && !(t.len() <= 3 && crate::scan::parse_u32(t).is_some_and(|n| n <= 255))
+        {
+            return false;
+        }
+        if let Some(r) = self.received.opt(raw) {
+            // RFC 3261 says IPv6address; RFC 5118 §4.5 also sees it bracketed.
+            let ok = parse_ipv4(r).is_some()
+                || parse_ipv6(r).is_some()
+                || (Host::new(r).kind() == HostKind::Ipv6 && Host::new(r).is_valid());
+            if !ok {
+                return false;
+            }
+        }
+        if let Some(m) = self.maddr.opt(raw)
+            && !Host::new(m).is_valid()
+        {
+            return false;
+        }
+        if self.rport.is_some() && parse_port(self.rport.of(raw)).is_none() {
+            return false;
+        }
+        true
     }
 }
 
@@ -193,57 +294,17 @@ impl<'a> Via<'a> {
     /// stopped (the `,` before the next value, or the end).
     #[inline]
     pub(crate) fn parse_first(v: &'a [u8]) -> Result<(Via<'a>, usize), InvalidVia> {
-        if let Some(r) = Self::parse_canonical(v) {
-            return Ok(r);
+        let mut sp = ViaSpans::EMPTY;
+        if let Some(end) = sp.parse_canonical(v) {
+            return Ok((Via { raw: &v[..end], sp }, end));
         }
         Self::parse_general(v)
     }
 
-    /// The common shape, `SIP/2.0/TRANSPORT host[:port]*(;name[=value])` with no LWS but the
-    /// one space after the transport, no quoted or IPv6 part: one pass, no backtracking.
-    /// `None` for anything else, which [`parse_general`](Self::parse_general) then handles
-    /// (for the shapes accepted here both give the same result).
-    #[inline(always)]
-    fn parse_canonical(v: &'a [u8]) -> Option<(Via<'a>, usize)> {
-        const SIP20: u64 = u64::from_le_bytes(*b"sip/2.0/");
-        if v.len() < 10 || v.len() > MAX_VALUE || load8(v, 0) | 0x20_2020 != SIP20 {
-            return None;
-        }
-        let te = span(v, 8, TOKEN);
-        // One SP, then the host (not a LWS, not an IPv6 reference).
-        if te == 8 || v.get(te) != Some(&b' ') {
-            return None;
-        }
-        let start = te + 1;
-        let host_end = span(v, start, HOST);
-        if host_end == start {
-            return None;
-        }
-        let mut sp = ViaSpans::EMPTY;
-        sp.protocol_name = Sp::new(0, 3);
-        sp.protocol_version = Sp::new(4, 7);
-        sp.transport = Sp::new(8, te);
-        sp.host = Sp::new(start, host_end);
-        sp.host_kind = Host::new(&v[start..host_end]).kind();
-        let mut j = host_end;
-        match v.get(j) {
-            Some(b':') => {
-                let pe = span(v, j + 1, DIGIT);
-                sp.port = parse_port(&v[j + 1..pe])?;
-                sp.flags |= HAS_PORT;
-                j = pe;
-            }
-            None | Some(b';' | b',') => {}
-            Some(_) => return None,
-        }
-        let params_from = j;
-        let j = canonical_params(v, j, |name, value| sp.param(v, name, value))?;
-        sp.params = Sp::new(params_from, j);
-        Some((Via { raw: &v[..j], sp }, j))
-    }
-
     /// Any `via-parm`, LWS and folding included (RFC 4475 §3.1.1.1).
-    fn parse_general(v: &'a [u8]) -> Result<(Via<'a>, usize), InvalidVia> {
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn parse_general(v: &'a [u8]) -> Result<(Via<'a>, usize), InvalidVia> {
         if v.len() > MAX_VALUE {
             return Err(InvalidVia);
         }
@@ -296,6 +357,9 @@ impl<'a> Via<'a> {
                 .value
                 .map(|x| Sp::new(offset(v, x), offset(v, x) + x.len()));
             sp.param(v, name, value);
+        }
+        if sp.branch.is_some() && is_token(sp.branch.of(v)) {
+            sp.flags |= BRANCH_TOKEN;
         }
         let end = scan.pos;
         if !scan.ok {
@@ -412,38 +476,7 @@ impl<'a> Via<'a> {
     /// Strict check (RFC 3261 §25.1 `via-parm`): valid host, `ttl` 0..=255, `received` an IP
     /// address, `maddr` a host, `branch` a token, `rport` empty or a port, no empty parameter.
     pub fn is_valid(&self) -> bool {
-        let sp = &self.sp;
-        if sp.flags & PARAMS_OK == 0 || !self.host().is_valid() {
-            return false;
-        }
-        if let Some(b) = self.branch()
-            && !is_token(b)
-        {
-            return false;
-        }
-        if let Some(t) = sp.ttl.opt(self.raw)
-            && !(t.len() <= 3 && crate::scan::parse_u32(t).is_some_and(|n| n <= 255))
-        {
-            return false;
-        }
-        if let Some(r) = sp.received.opt(self.raw) {
-            // RFC 3261 says IPv6address; RFC 5118 §4.5 also sees it bracketed.
-            let ok = parse_ipv4(r).is_some()
-                || parse_ipv6(r).is_some()
-                || (Host::new(r).kind() == HostKind::Ipv6 && Host::new(r).is_valid());
-            if !ok {
-                return false;
-            }
-        }
-        if let Some(m) = sp.maddr.opt(self.raw)
-            && !Host::new(m).is_valid()
-        {
-            return false;
-        }
-        if sp.rport.is_some() && parse_port(sp.rport.of(self.raw)).is_none() {
-            return false;
-        }
-        true
+        self.sp.valid(self.raw)
     }
 }
 
