@@ -10,7 +10,7 @@ use crate::scan::{
     trim_lws, unquote,
 };
 use crate::span::{MAX_VALUE, Sp};
-use crate::uri::{InvalidUri, Uri, uri_valid};
+use crate::uri::{InvalidUri, Uri, canonical_sip_uri_valid_in, uri_valid};
 
 /// The value is not a `name-addr` or `addr-spec`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,11 +179,24 @@ impl AddrSpans {
             return false;
         }
         let uri = self.uri.of(raw);
-        // No LWS check needed: no URI character class admits SP, HT, CR or LF.
-        if !self.angle && find_byte2(uri, b'?', b',').is_some() {
+        if self.angle {
+            // The URI goes on with the `>`, which lets the scans run in whole steps.
+            if let Some(ext) = raw.get(self.uri.s as usize..)
+                && canonical_sip_uri_valid_in(ext, uri.len())
+            {
+                return true;
+            }
+        } else if find_byte2(uri, b'?', b',').is_some() {
+            // No LWS check needed: no URI character class admits SP, HT, CR or LF.
             return false;
         }
         uri_valid(uri)
+    }
+
+    /// The `name-addr` form (URI in `<>`).
+    #[inline(always)]
+    pub(crate) fn angle(&self) -> bool {
+        self.angle
     }
 
     /// Marks the value as followed by garbage (what [`NameAddr::parse`] does when the value

@@ -110,7 +110,7 @@ fn first_value_range(msg: &SipMessage, name: HeaderName) -> Option<(usize, usize
             }
             Some((idx, e.value_start as usize, e.value_start as usize + next))
         }
-        _ => Some((idx, e.start as usize, e.line_end as usize)),
+        _ => Some((idx, e.start as usize, msg.line_end(e) as usize)),
     }
 }
 
@@ -336,7 +336,7 @@ impl Edits {
         let at = msg
             .entries()
             .get(index)
-            .map_or(msg.headers_end(), |e| e.line_end as usize);
+            .map_or(msg.headers_end(), |e| msg.line_end(e) as usize);
         let t = self.push_text(&[name, b": ", value, b"\r\n"]);
         self.push_op(at, at, t);
     }
@@ -353,7 +353,7 @@ impl Edits {
     pub fn remove_header(&mut self, msg: &SipMessage, index: usize) -> bool {
         match msg.entries().get(index) {
             Some(e) => {
-                let (a, b) = (e.start as usize, e.line_end as usize);
+                let (a, b) = (e.start as usize, msg.line_end(e) as usize);
                 let t = self.push_text(&[]);
                 self.push_op(a, b, t);
                 true

@@ -242,16 +242,21 @@ impl HeaderName {
         if len == 1 {
             return COMPACT[words[0] as u8 as usize];
         }
-        // Most names fit one word (Via, From, To, CSeq, Route, Contact, Call-ID...).
-        let (k0, k1, k2) = if len <= 8 {
-            (fold(words[0]) & LOW[len], 0, 0)
-        } else {
-            (
-                fold(words[0]),
-                fold(words[1]) & LOW[(len - 8).min(8)],
-                fold(words[2]) & LOW[len.saturating_sub(16).min(8)],
-            )
-        };
+        // Most names fit one word (Via, From, To, CSeq, Route, Contact, Call-ID...): then
+        // the other two words of the key are zero, for the candidate as for the name.
+        if len <= 8 {
+            let k0 = fold(words[0]) & LOW[len];
+            let h = SLOTS[slot(k0, 0, 0, len)];
+            let e = &ENTRIES[h as usize];
+            return if e.len as usize == len && e.key[0] == k0 {
+                h
+            } else {
+                HeaderName::Other
+            };
+        }
+        let k0 = fold(words[0]);
+        let k1 = fold(words[1]) & LOW[(len - 8).min(8)];
+        let k2 = fold(words[2]) & LOW[len.saturating_sub(16).min(8)];
         let h = SLOTS[slot(k0, k1, k2, len)];
         let e = &ENTRIES[h as usize];
         if e.len as usize == len && (e.key[0] ^ k0 | e.key[1] ^ k1 | e.key[2] ^ k2) == 0 {

@@ -30,12 +30,33 @@ pub(crate) struct Entry {
     pub(crate) name: HeaderName,
     /// Start of the line (= start of the field name).
     pub(crate) start: u32,
-    pub(crate) name_end: u32,
+    name_end: u32,
     /// Value, trimmed of LWS on both sides; folding inside is kept raw.
     pub(crate) value_start: u32,
     pub(crate) value_end: u32,
     /// End of the line, after its LF (continuation lines included).
-    pub(crate) line_end: u32,
+    line_end: u32,
+}
+
+impl Entry {
+    #[inline(always)]
+    fn new(
+        name: HeaderName,
+        start: usize,
+        name_end: usize,
+        vs: usize,
+        ve: usize,
+        le: usize,
+    ) -> Self {
+        Entry {
+            name,
+            start: start as u32,
+            name_end: name_end as u32,
+            value_start: vs as u32,
+            value_end: ve as u32,
+            line_end: le as u32,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +248,11 @@ impl SipMessage {
             (Kind::Response(status), [(0, sp1), (cs, ce), (rs, sl_end)])
         } else {
             // Request-Line = Method SP Request-URI SP SIP-Version
-            let last = memchr::memrchr(b' ', line).unwrap_or(sp1);
+            // The version is usually the 7 bytes `SIP/2.0` after the last space.
+            let last = match line.len().checked_sub(8) {
+                Some(k) if k > sp1 && line[k] == b' ' && !line[k + 1..].contains(&b' ') => k,
+                _ => memchr::memrchr(b' ', line).unwrap_or(sp1),
+            };
             let method = &line[..sp1];
             let (us, ue, vs) = if last > sp1 {
                 (sp1 + 1, last, last + 1)
@@ -259,7 +284,6 @@ impl SipMessage {
 
         // Header lines.
         let mut pos = sl_line_end;
-        let mut content_length: Option<Option<u64>> = None;
         loop {
             let (name, name_end, vs, ve, line_end) = match fast_line(b, pos) {
                 Some(l) => l,
@@ -289,24 +313,19 @@ impl SipMessage {
             if msg.headers.len() >= MAX_HEADERS {
                 return Err(ParseError::new(ParseErrorKind::TooManyHeaders, pos));
             }
-            if name == HeaderName::ContentLength && content_length.is_none() {
-                content_length = Some(parse_u64(&b[vs..ve]));
-            }
             let slot = &mut msg.first[name as usize];
             if *slot == u16::MAX {
                 *slot = msg.headers.len() as u16;
             }
-            msg.headers.push(Entry {
-                name,
-                start: pos as u32,
-                name_end: name_end as u32,
-                value_start: vs as u32,
-                value_end: ve as u32,
-                line_end: line_end as u32,
-            });
+            msg.headers
+                .push(Entry::new(name, pos, name_end, vs, ve, line_end));
             pos = line_end;
         }
 
+        // The first Content-Length line decides (RFC 3261 §20.14 allows one).
+        let content_length = msg
+            .first_value(b, HeaderName::ContentLength)
+            .map(|(v, _)| parse_u64(v));
         msg.parse_routing(b);
         msg.rt.content_length = content_length.flatten();
 
@@ -519,6 +538,18 @@ impl SipMessage {
         &self.headers
     }
 
+    /// End of the field name of `e`.
+    #[inline(always)]
+    pub(crate) fn name_end(&self, e: &Entry) -> u32 {
+        e.name_end
+    }
+
+    /// End of the line of `e`, after its LF (continuation lines included).
+    #[inline(always)]
+    pub(crate) fn line_end(&self, e: &Entry) -> u32 {
+        e.line_end
+    }
+
     /// Offset of the empty line that closes the header section (where headers appended at the
     /// end go).
     pub fn headers_end(&self) -> usize {
@@ -546,10 +577,10 @@ impl SipMessage {
         HeaderLine {
             index,
             name: e.name,
-            name_bytes: self.slice(e.start, e.name_end),
+            name_bytes: self.slice(e.start, self.name_end(e)),
             value: self.slice(e.value_start, e.value_end),
             value_range: r(e.value_start, e.value_end),
-            line_range: r(e.start, e.line_end),
+            line_range: r(e.start, self.line_end(e)),
         }
     }
 
@@ -608,7 +639,9 @@ impl SipMessage {
     fn entry_matches(&self, e: &Entry, kind: HeaderName, raw: &[u8]) -> bool {
         e.name == kind
             && (kind != HeaderName::Other
-                || self.slice(e.start, e.name_end).eq_ignore_ascii_case(raw))
+                || self
+                    .slice(e.start, self.name_end(e))
+                    .eq_ignore_ascii_case(raw))
     }
 
     /// Value of the first header line whose name is `name` (case-insensitive; a compact form

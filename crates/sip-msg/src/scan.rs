@@ -290,24 +290,28 @@ pub(crate) fn name_colon(b: &[u8], pos: usize) -> Option<(usize, [u64; 3])> {
 /// into one vector compare and mask (no `unsafe`, no intrinsics), then SWAR finds the byte.
 /// Cheaper than a `memchr` call on the 20-100 byte spans of header lines.
 #[inline(always)]
-pub(crate) fn find_nl(s: &[u8], mut i: usize) -> usize {
+pub(crate) fn find_nl(s: &[u8], i: usize) -> usize {
     const NL: u64 = LO.wrapping_mul(b'\n' as u64);
-    while i + 16 <= s.len() {
-        let ch = &s[i..i + 16];
+    let Some(rest) = s.get(i..) else {
+        return s.len();
+    };
+    let mut chunks = rest.chunks_exact(16);
+    let mut at = i;
+    for ch in chunks.by_ref() {
         if ch.iter().fold(false, |a, &x| a | (x == b'\n')) {
             let t = has_byte(load8(ch, 0), NL);
             if t != 0 {
-                return i + (t.trailing_zeros() / 8) as usize;
+                return at + (t.trailing_zeros() / 8) as usize;
             }
             let t = has_byte(load8(ch, 8), NL);
-            return i + 8 + (t.trailing_zeros() / 8) as usize;
+            return at + 8 + (t.trailing_zeros() / 8) as usize;
         }
-        i += 16;
+        at += 16;
     }
-    while i < s.len() && s[i] != b'\n' {
-        i += 1;
+    match chunks.remainder().iter().position(|&x| x == b'\n') {
+        Some(k) => at + k,
+        None => s.len(),
     }
-    i.min(s.len())
 }
 
 /// [`find_byte`] with memchr's argument order.

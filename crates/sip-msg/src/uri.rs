@@ -142,16 +142,30 @@ fn hostname_chars_valid(s: &[u8]) -> bool {
 /// asks [`Uri::parse`] and [`Uri::is_valid`].
 #[inline]
 pub(crate) fn canonical_sip_uri_valid(u: &[u8]) -> bool {
+    canonical_sip_uri_valid_in(u, u.len())
+}
+
+/// [`canonical_sip_uri_valid`] of `u[..end]`, where `u` may go on after `end` with a byte
+/// that no URI character class admits (the `>` closing a name-addr, the SP after a
+/// Request-URI): the scans then run to that byte on their own, in whole 8-byte steps.
+#[inline]
+pub(crate) fn canonical_sip_uri_valid_in(u: &[u8], end: usize) -> bool {
     let Some(h) = u.get(..4) else { return false };
+    if end < 5 {
+        return false;
+    }
     let head = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
     let mut i = if head | 0x0020_2020 == u32::from_le_bytes(*b"sip:") {
         4
-    } else if head | 0x2020_2020 == u32::from_le_bytes(*b"sips") && u.get(4) == Some(&b':') {
+    } else if head | 0x2020_2020 == u32::from_le_bytes(*b"sips") && u[4] == b':' {
         5
     } else {
         return false;
     };
-    if let Some(k) = crate::scan::find_byte(&u[i..], b'@') {
+    let Some(within) = u.get(i..end) else {
+        return false;
+    };
+    if let Some(k) = crate::scan::find_byte(within, b'@') {
         let at = i + k;
         if at == i || span(u, i, USER_NP) != at {
             return false;
@@ -159,29 +173,31 @@ pub(crate) fn canonical_sip_uri_valid(u: &[u8]) -> bool {
         i = at + 1;
     }
     let he = span(u, i, HOST);
-    if he == i || !host_chars_valid(&u[i..he]) {
+    if he == i || he > end || !host_chars_valid(&u[i..he]) {
         return false;
     }
     let mut j = he;
-    match u.get(j) {
-        None => return true,
-        Some(b';') => {}
-        Some(b':') => {
+    if j == end {
+        return true;
+    }
+    match u[j] {
+        b';' => {}
+        b':' => {
             let pe = span(u, j + 1, crate::scan::DIGIT);
-            if parse_port(&u[j + 1..pe]).is_none() {
+            if pe > end || parse_port(&u[j + 1..pe]).is_none() {
                 return false;
             }
             j = pe;
         }
-        Some(_) => return false,
+        _ => return false,
     }
-    while u.get(j) == Some(&b';') {
+    while j < end && u[j] == b';' {
         let ne = span(u, j + 1, PARAM_NP);
         if ne == j + 1 {
             return false;
         }
         j = ne;
-        if u.get(j) == Some(&b'=') {
+        if j < end && u[j] == b'=' {
             let ve = span(u, j + 1, PARAM_NP);
             if ve == j + 1 {
                 return false;
@@ -189,7 +205,7 @@ pub(crate) fn canonical_sip_uri_valid(u: &[u8]) -> bool {
             j = ve;
         }
     }
-    j == u.len()
+    j == end
 }
 
 /// `Uri::parse(u)` succeeds and the URI [`is_valid`](Uri::is_valid).

@@ -1,15 +1,15 @@
 //! Syntax validation ([`SipMessage::validate`]) and request sanity checks
 //! ([`SipMessage::check_request`], [`SipMessage::check_response`]).
 
-use crate::addr::NameAddr;
+use crate::addr::{AddrSpans, NameAddr};
 use crate::auth::AuthValue;
 use crate::error::{ParseError, ParseErrorKind as K, SanityError, SanityErrorKind as S};
 use crate::header::HeaderName as H;
 use crate::message::SipMessage;
 use crate::scan::{TOKEN, has_lws, is_token, parse_u64, skip_lws, span, trim_lws};
 use crate::typed::CSeq;
-use crate::uri::{Scheme, Uri, canonical_sip_uri_valid};
-use crate::via::Via;
+use crate::uri::{Scheme, Uri, canonical_sip_uri_valid_in};
+use crate::via::{Via, ViaSpans};
 
 impl SipMessage {
     /// Checks the syntax of the start line and of the headers a proxy or registrar relies on
@@ -35,13 +35,20 @@ impl SipMessage {
         let first = |h| self.header_index(h).unwrap_or(usize::MAX);
         let (via0, from0, to0) = (first(H::Via), first(H::From), first(H::To));
         let (route0, cseq0, mf0) = (first(H::Route), first(H::CSeq), first(H::MaxForwards));
+        let buf = self.as_bytes();
         for (i, e) in self.entries().iter().enumerate() {
-            let v = self.slice(e.value_start, e.value_end);
             let at = e.value_start as usize;
+            // The value, and the value followed by the rest of the message: a value is
+            // followed by LWS (or nothing), which no character class admits, so scans over
+            // `ext` stop at the end of the value on their own, in whole 8-byte steps.
+            let ext = buf.get(at..).unwrap_or(&[]);
+            let v = ext
+                .get(..(e.value_end - e.value_start) as usize)
+                .unwrap_or(&[]);
             let err = |k| Err(ParseError::new(k, at));
             match e.name {
                 H::Other => {
-                    let name = self.slice(e.start, e.name_end);
+                    let name = self.slice(e.start, self.name_end(e));
                     if !is_token(name) {
                         return Err(ParseError::new(K::HeaderLine, e.start as usize));
                     }
@@ -80,7 +87,7 @@ impl SipMessage {
                         return err(if e.name == H::From { K::From } else { K::To });
                     }
                 }
-                H::CallId if !call_id_valid(v) => return err(K::CallId),
+                H::CallId if !call_id_valid(ext, v.len()) => return err(K::CallId),
                 H::CSeq => {
                     let parsed = if i == cseq0 {
                         rt.cseq
@@ -118,8 +125,10 @@ impl SipMessage {
                 H::Route | H::RecordRoute | H::Path | H::ServiceRoute => {
                     let cached = (i == route0).then(|| {
                         let p = &rt.route;
-                        self.parsed_addr(p)
-                            .map(|a| (a, (p.end - e.value_start) as usize))
+                        p.ok.then(|| {
+                            let raw = self.slice(p.raw.0, p.raw.1);
+                            (raw, p.sp, (p.end - e.value_start) as usize)
+                        })
                     });
                     if !name_addr_list_valid(v, cached, true) {
                         return err(K::RouteSet);
@@ -127,11 +136,11 @@ impl SipMessage {
                 }
                 // Supported may be empty (RFC 3261 §20.37: `[option-tag *(COMMA option-tag)]`).
                 H::Require | H::ProxyRequire | H::Supported | H::Unsupported
-                    if !(option_tags_valid(v) || v.is_empty() && e.name == H::Supported) =>
+                    if !(option_tags_valid(v, ext) || v.is_empty() && e.name == H::Supported) =>
                 {
                     return err(K::OptionTags);
                 }
-                H::ContentType if !content_type_valid(v) => return err(K::ContentType),
+                H::ContentType if !content_type_valid(v, ext) => return err(K::ContentType),
                 H::Date if !rfc1123_date_valid(v) => return err(K::Date),
                 H::Authorization
                 | H::ProxyAuthorization
@@ -166,7 +175,10 @@ impl SipMessage {
             }
             // The usual valid `sip:` URI without headers (and so without LWS) is known in one
             // pass; anything else gets every check below, in order.
-            let canonical = canonical_sip_uri_valid(b);
+            let canonical = self
+                .start_line_bytes()
+                .get(uri_at..)
+                .is_some_and(|ext| canonical_sip_uri_valid_in(ext, b.len()));
             if !canonical && has_lws(b) {
                 return Err(ParseError::new(K::RequestUri, uri_at));
             }
@@ -271,27 +283,34 @@ impl SipMessage {
 }
 
 /// A comma-separated list of valid name-addrs (with `<>` when `angle` is required).
-/// `first`: the parse of the first value when already known (`Some(None)`: it failed).
+/// `first`: the parse of the first value when already known (raw bytes, parts, end; `None`:
+/// it did not parse).
 fn name_addr_list_valid(
     v: &[u8],
-    first: Option<Option<(NameAddr<'_>, usize)>>,
+    first: Option<Option<(&[u8], AddrSpans, usize)>>,
     angle: bool,
 ) -> bool {
     let mut rest = v;
     let mut first = first;
     loop {
-        let parsed = match first.take() {
-            Some(p) => p.ok_or(crate::addr::InvalidNameAddr),
-            None => NameAddr::parse_first(rest),
-        };
-        match parsed {
-            Ok((a, end)) if a.is_valid() && (a.has_angle_brackets() || !angle) => {
-                match rest.get(end) {
-                    Some(b',') => rest = &rest[end + 1..],
-                    _ => return end >= rest.len(),
-                }
+        let mut sp = AddrSpans::EMPTY;
+        let (raw, end) = match first.take() {
+            Some(Some((raw, p, end))) => {
+                sp = p;
+                (raw, end)
             }
-            _ => return false,
+            Some(None) => return false,
+            None => match sp.parse_first(rest) {
+                Ok((s, t, end)) => (&rest[s..t], end),
+                Err(_) => return false,
+            },
+        };
+        if !sp.valid(raw) || !(sp.angle() || !angle) {
+            return false;
+        }
+        match rest.get(end) {
+            Some(b',') => rest = &rest[end + 1..],
+            _ => return end >= rest.len(),
         }
     }
 }
@@ -300,24 +319,35 @@ fn name_addr_list_valid(
 fn via_list_valid(v: &[u8]) -> bool {
     let mut rest = v;
     loop {
-        match Via::parse_first(rest) {
-            Ok((via, end)) if via.is_valid() => match rest.get(end) {
-                Some(b',') => rest = &rest[end + 1..],
-                _ => return true,
+        let mut sp = ViaSpans::EMPTY;
+        let (raw, end) = match sp.parse_canonical(rest) {
+            Some(end) => (&rest[..end], end),
+            None => match Via::parse_general(rest) {
+                Ok((via, end)) => {
+                    sp = via.spans();
+                    (via.raw(), end)
+                }
+                Err(_) => return false,
             },
-            _ => return false,
+        };
+        if !sp.valid(raw) {
+            return false;
+        }
+        match rest.get(end) {
+            Some(b',') => rest = &rest[end + 1..],
+            _ => return true,
         }
     }
 }
 
 /// `option-tag *(COMMA option-tag)`: what splitting on top-level commas and checking that
 /// every trimmed item is a non-empty token decides, in one pass (a token holds no quote, `<`
-/// or comma, so the split cannot differ).
-fn option_tags_valid(v: &[u8]) -> bool {
+/// or comma, so the split cannot differ). `ext`: `v` followed by LWS or nothing.
+fn option_tags_valid(v: &[u8], ext: &[u8]) -> bool {
     let mut i = 0;
     loop {
         i = skip_lws(v, i);
-        let e = span(v, i, TOKEN);
+        let e = span(ext, i, TOKEN);
         if e == i {
             return false;
         }
@@ -357,29 +387,33 @@ fn check_version(v: &[u8], at: usize) -> Result<(), ParseError> {
     ))
 }
 
-/// `callid = word [ "@" word ]`.
-fn call_id_valid(v: &[u8]) -> bool {
-    use crate::scan::{WORD, span};
-    let a = span(v, 0, WORD);
+/// `callid = word [ "@" word ]`, for the `n`-byte value at the start of `ext` (followed by
+/// LWS or nothing).
+fn call_id_valid(ext: &[u8], n: usize) -> bool {
+    use crate::scan::WORD;
+    let a = span(ext, 0, WORD);
     if a == 0 {
         return false;
     }
-    match v.get(a) {
-        None => true,
+    if a == n {
+        return true;
+    }
+    match ext.get(a) {
         Some(b'@') => {
-            let b = span(v, a + 1, WORD);
-            b > a + 1 && b == v.len()
+            let b = span(ext, a + 1, WORD);
+            b > a + 1 && b == n
         }
-        Some(_) => false,
+        _ => false,
     }
 }
 
-/// `media-type = m-type SLASH m-subtype *(SEMI m-parameter)`.
-fn content_type_valid(v: &[u8]) -> bool {
+/// `media-type = m-type SLASH m-subtype *(SEMI m-parameter)`. `ext`: `v` followed by LWS or
+/// nothing.
+fn content_type_valid(v: &[u8], ext: &[u8]) -> bool {
     // The usual `type/subtype`, without LWS or parameters.
-    let t = span(v, 0, TOKEN);
-    if t > 0 && v.get(t) == Some(&b'/') && span(v, t + 1, TOKEN) == v.len() && v.len() > t + 1 {
-        return true;
+    let t = span(ext, 0, TOKEN);
+    if t > 0 && t < v.len() && v[t] == b'/' && span(ext, t + 1, TOKEN) == v.len() {
+        return v.len() > t + 1;
     }
     let semi = crate::scan::find_byte_at(b';', v).unwrap_or(v.len());
     let Some(slash) = crate::scan::find_byte_at(b'/', &v[..semi]) else {

@@ -68,6 +68,18 @@ const PARAMS_OK: u8 = 2;
 const RPORT_FLAG: u8 = 4;
 /// The branch is present and a `token` (what [`Via::is_valid`] requires of it).
 const BRANCH_TOKEN: u8 = 8;
+/// The host is a valid dotted-quad IPv4 address (known since parsing).
+const HOST_IPV4_OK: u8 = 16;
+
+/// Kind of a sent-by host, and [`HOST_IPV4_OK`] when it is a valid IPv4 address: one parse
+/// instead of a classification now and a parse in [`Via::is_valid`].
+#[inline(always)]
+fn host_kind(h: &[u8]) -> (HostKind, u8) {
+    if h.first().is_some_and(u8::is_ascii_digit) && parse_ipv4(h).is_some() {
+        return (HostKind::Ipv4, HOST_IPV4_OK);
+    }
+    (Host::new(h).kind(), 0)
+}
 
 /// RFC 3261 §8.1.1.7 magic cookie that starts a compliant branch.
 pub const BRANCH_MAGIC_COOKIE: &[u8] = b"z9hG4bK";
@@ -203,7 +215,9 @@ impl ViaSpans {
         self.protocol_version = Sp::new(4, 7);
         self.transport = Sp::new(8, te);
         self.host = Sp::new(start, host_end);
-        self.host_kind = Host::new(&v[start..host_end]).kind();
+        let (kind, ok) = host_kind(&v[start..host_end]);
+        self.host_kind = kind;
+        self.flags |= ok;
         let mut j = host_end;
         match v.get(j) {
             Some(b':') => {
@@ -232,7 +246,8 @@ impl ViaSpans {
     /// [`Via::is_valid`] of the value `raw` with these parts.
     pub(crate) fn valid(&self, raw: &[u8]) -> bool {
         if self.flags & PARAMS_OK == 0
-            || !Host::with_kind(self.host.of(raw), self.host_kind).is_valid()
+            || self.flags & HOST_IPV4_OK == 0
+                && !Host::with_kind(self.host.of(raw), self.host_kind).is_valid()
         {
             return false;
         }
@@ -337,7 +352,9 @@ impl<'a> Via<'a> {
         sp.protocol_version = version;
         sp.transport = transport;
         sp.host = Sp::new(start, host_end);
-        sp.host_kind = Host::new(&v[start..host_end]).kind();
+        let (kind, ok) = host_kind(&v[start..host_end]);
+        sp.host_kind = kind;
+        sp.flags |= ok;
         let mut j = host_end;
         let k = skip_lws(v, j);
         if v.get(k) == Some(&b':') {
