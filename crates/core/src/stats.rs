@@ -60,6 +60,8 @@ pub struct CoreStats {
     pub parse_errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Failed sends.
     pub send_errors: Counter,
+    /// New requests dropped because they waited too long in the socket queue.
+    pub stale_drops: Counter,
 }
 
 impl CoreStats {
@@ -128,6 +130,12 @@ impl CoreStats {
             out.sample(&[], s.dropped_requests.get() as f64);
             out.family(Family { name: "geosip_send_errors_total", help: "Failed sends.", kind: Kind::Counter });
             out.sample(&[], s.send_errors.get() as f64);
+            out.family(Family {
+                name: "geosip_sip_stale_drops_total",
+                help: "New requests dropped after waiting past overload.stale_ms in the socket queue.",
+                kind: Kind::Counter,
+            });
+            out.sample(&[], s.stale_drops.get() as f64);
         });
     }
 }

@@ -38,6 +38,7 @@ pub fn ctx_for(core: &Core, raw: &[u8], src: &str) -> MsgCtx {
         socket: SocketId(0),
         local: sock.addr,
         conn: None,
+        queued: std::time::Duration::ZERO,
     });
     let stamp = msg
         .top_via()

@@ -15,7 +15,7 @@ use geosip_core::Core;
 use geosip_core::ctx::{MsgCtx, RxInfo, ViaStamp};
 use geosip_core::stats::{class_index, method_index};
 use geosip_lua::ScriptEngine;
-use geosip_pike::Protect;
+use geosip_pike::{Class, Protect, Verdict};
 use geosip_tm::{Pre, Tm};
 use sip_msg::{Method, SipMessage};
 use sip_transport::{Destination, Handler, Proto, Received};
@@ -26,6 +26,8 @@ pub struct Engine {
     pub script: Arc<ScriptEngine>,
     pub tm: Arc<Tm>,
     pub protect: Arc<Protect>,
+    /// `overload.stale_ms`: new requests queued longer than this are dropped.
+    pub stale: std::time::Duration,
 }
 
 impl Engine {
@@ -38,6 +40,18 @@ impl Engine {
     fn on_request(&self, msg: SipMessage, info: RxInfo, now: Instant) {
         let stats = &self.core.stats;
         stats.rx_requests[method_index(msg.method())].inc();
+        // Admission first: flood, rate-limit and overload decisions need only the method, the
+        // To tag and the source, and shedding must cost as little as possible, so they come
+        // before validation and everything else (in-dialog requests are never shed).
+        let verdict = self.protect.check_msg(&msg, info.src.ip(), now);
+        if verdict != Verdict::Accept {
+            if let Some(via) = msg.top_via() {
+                let stamp = ViaStamp::compute(&via, info.src, self.core.cfg.force_rport);
+                let mut ctx = MsgCtx::new(msg, info, now, stamp);
+                self.protect.respond(&self.core, &mut ctx, verdict);
+            }
+            return;
+        }
         if let Err(e) = msg.validate() {
             stats.parse_error(e.kind().as_str());
             self.log_bad(info.src, "bad request", e.kind().as_str());
@@ -71,13 +85,7 @@ impl Engine {
             return;
         };
         let stamp = ViaStamp::compute(&via, info.src, self.core.cfg.force_rport);
-        // Flood, rate limit and overload decisions come before any work on the request
-        // (in-dialog requests are never shed).
-        let verdict = self.protect.check_msg(&msg, info.src.ip(), now);
         let mut ctx = MsgCtx::new(msg, info, now, stamp);
-        if !self.protect.respond(&self.core, &mut ctx, verdict) {
-            return;
-        }
         if self.tm.pre_request(&mut ctx) == Pre::Handled {
             return;
         }
@@ -123,6 +131,7 @@ impl Handler for Engine {
     fn on_message(&self, rx: Received) {
         let now = Instant::now();
         let info = RxInfo::of(&rx);
+        let rx_queued = rx.queued;
         let msg = match SipMessage::parse_lenient(rx.data) {
             Ok(m) => m,
             Err(e) => {
@@ -135,13 +144,24 @@ impl Handler for Engine {
         };
         if msg.is_response() {
             self.on_response(msg, info);
+        } else if !self.stale.is_zero()
+            && rx_queued >= self.stale
+            && Class::of(&msg) != Class::InDialog
+            && !self.protect.is_whitelisted(info.src.ip())
+        {
+            // Waited past the client's retransmission timer: its retransmission is queued
+            // behind it. Dropping the old copy keeps the queue short in a storm.
+            self.core.stats.stale_drops.inc();
         } else {
             self.on_request(msg, info, now);
         }
     }
 
-    fn on_batch(&self, worker: usize, received: usize, capacity: usize) {
-        self.protect.overload().report_batch(worker, received, capacity, Instant::now());
+    fn on_batch(&self, worker: usize, received: usize, capacity: usize, queued: std::time::Duration) {
+        let now = Instant::now();
+        let o = self.protect.overload();
+        o.report_batch(worker, received, capacity, now);
+        o.report_lag(worker, queued, now);
     }
 
     fn on_rejected(&self, src: std::net::SocketAddr, proto: Proto, reason: &'static str) {

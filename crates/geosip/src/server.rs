@@ -227,6 +227,7 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
         script: Arc::clone(&script),
         tm: Arc::clone(&tm),
         protect: Arc::clone(&protect),
+        stale: Duration::from_millis(cfg.overload.stale_ms),
     });
     transports.start(engine).context("cannot start the transports")?;
 

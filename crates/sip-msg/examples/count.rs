@@ -35,6 +35,61 @@ fn main() {
     let mut out = Vec::with_capacity(4096);
     let mut edits = Edits::new();
     let mut acc = 0usize;
+    if let Some(what) = op.strip_prefix("micro_") {
+        // Temporary micro-benchmarks of single value parsers.
+        const VIA1: &[u8] =
+            b"SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-524287-1---7f3a9c1b2d4e5f60;rport";
+        const FROM: &[u8] = b"\"Alice Example\" <sip:alice@example.com>;tag=9fxced76sl";
+        const TO: &[u8] = b"<sip:+14155550123@sip.example.net;user=phone>";
+        for _ in 0..n {
+            acc += match what {
+                "via_parse" => sip_msg::Via::parse(black_box(VIA1)).map_or(0, |v| v.raw().len()),
+                "via_valid" => {
+                    sip_msg::Via::parse(black_box(VIA1)).map_or(0, |v| usize::from(v.is_valid()))
+                }
+                "from_parse" => {
+                    sip_msg::NameAddr::parse(black_box(FROM)).map_or(0, |v| v.raw().len())
+                }
+                "from_valid" => sip_msg::NameAddr::parse(black_box(FROM))
+                    .map_or(0, |v| usize::from(v.is_valid())),
+                "route_parse" => {
+                    sip_msg::NameAddr::parse(black_box(&b"<sip:core2.example.net;lr>"[..]))
+                        .map_or(0, |v| v.raw().len())
+                }
+                "route_valid" => {
+                    sip_msg::NameAddr::parse(black_box(&b"<sip:core2.example.net;lr>"[..]))
+                        .map_or(0, |v| usize::from(v.is_valid()))
+                }
+                "contact_parse" => sip_msg::NameAddr::parse(black_box(
+                    &b"<sip:alice@198.51.100.7:5060;transport=udp>"[..],
+                ))
+                .map_or(0, |v| v.raw().len()),
+                "contact_valid" => sip_msg::NameAddr::parse(black_box(
+                    &b"<sip:alice@198.51.100.7:5060;transport=udp>"[..],
+                ))
+                .map_or(0, |v| usize::from(v.is_valid())),
+                "to_parse" => sip_msg::NameAddr::parse(black_box(TO)).map_or(0, |v| v.raw().len()),
+                "to_valid" => {
+                    sip_msg::NameAddr::parse(black_box(TO)).map_or(0, |v| usize::from(v.is_valid()))
+                }
+                _ => 0,
+            };
+        }
+        println!("{acc}");
+        return;
+    }
+    if op == "validate_only" || op == "validate_file" {
+        let data = match std::env::var("COUNT_FILE") {
+            Ok(p) if op == "validate_file" => std::fs::read(p).expect("file"),
+            _ => INVITE.to_vec(),
+        };
+        let m = SipMessage::parse_lenient(Bytes::from(data)).expect("frames");
+        for _ in 0..n {
+            acc += usize::from(black_box(&m).validate().is_ok());
+        }
+        println!("{acc}");
+        return;
+    }
     for _ in 0..n {
         let raw = Bytes::from_static(black_box(INVITE));
         acc += match op.as_str() {

@@ -65,6 +65,16 @@ impl AddrSpans {
         &mut self,
         value: &[u8],
     ) -> Result<(usize, usize, usize), InvalidNameAddr> {
+        self.parse_first_impl::<false>(value)
+    }
+
+    /// [`parse_first`](Self::parse_first) with `GENERAL`: parameters always through the
+    /// general scanner (the reference the one-pass path is checked against).
+    #[inline(always)]
+    pub(crate) fn parse_first_impl<const GENERAL: bool>(
+        &mut self,
+        value: &[u8],
+    ) -> Result<(usize, usize, usize), InvalidNameAddr> {
         let skip = skip_lws(value, 0);
         let v = &value[skip..];
         if v.is_empty() || v.len() > MAX_VALUE {
@@ -121,6 +131,9 @@ impl AddrSpans {
         if self.uri.len() == 0 {
             return Err(InvalidNameAddr);
         }
+        if GENERAL {
+            return self.general_params(v, skip, params_from);
+        }
         let mut tag = Sp::NONE;
         match canonical_params(v, params_from, |n, x, _| note_tag(v, &mut tag, n, x)) {
             Some(end) => {
@@ -169,6 +182,12 @@ impl AddrSpans {
 
     /// [`NameAddr::is_valid`] of the value `raw` with these parts.
     pub(crate) fn valid(&self, raw: &[u8]) -> bool {
+        self.valid_impl::<false>(raw)
+    }
+
+    /// [`valid`](Self::valid); with `GENERAL`, the URI is checked by the general parser only.
+    #[inline(always)]
+    pub(crate) fn valid_impl<const GENERAL: bool>(&self, raw: &[u8]) -> bool {
         if !self.params_ok {
             return false;
         }
@@ -179,6 +198,12 @@ impl AddrSpans {
             return false;
         }
         let uri = self.uri.of(raw);
+        if GENERAL {
+            if !self.angle && find_byte2(uri, b'?', b',').is_some() {
+                return false;
+            }
+            return crate::uri::uri_valid_general(uri);
+        }
         if self.angle {
             // The URI goes on with the `>`, which lets the scans run in whole steps.
             if let Some(ext) = raw.get(self.uri.s as usize..)
@@ -224,6 +249,12 @@ impl<'a> NameAddr<'a> {
     #[inline(always)]
     pub(crate) fn from_parts(raw: &'a [u8], sp: AddrSpans) -> NameAddr<'a> {
         NameAddr { raw, sp }
+    }
+
+    /// The positions of the parts, relative to [`raw`](Self::raw).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn parts(&self) -> AddrSpans {
+        self.sp
     }
 
     /// Parses the first value of a list; returns it and where it stopped (the `,` before the

@@ -107,6 +107,8 @@ mod header;
 mod message;
 mod method;
 mod params;
+#[cfg(any(test, feature = "fuzzing"))]
+mod reference;
 mod response;
 mod scan;
 mod span;

@@ -416,6 +416,15 @@ impl SipMessage {
         p.ok.then(|| Via::from_parts(self.slice(p.raw.0, p.raw.1), p.sp))
     }
 
+    /// Checks the one-pass fast paths against the general parsers on this message: the
+    /// cached routing headers and the [`validate`](Self::validate) verdict. Panics on a
+    /// difference. Only with the `fuzzing` feature (the fuzz targets call it on every input).
+    #[cfg(feature = "fuzzing")]
+    #[doc(hidden)]
+    pub fn fuzz_check_fast_paths(&self) {
+        crate::reference::check(self);
+    }
+
     // ----- whole message -----
 
     /// The message bytes, exactly as received (trailing datagram octets excluded).

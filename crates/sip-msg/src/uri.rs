@@ -216,7 +216,7 @@ pub(crate) fn uri_valid(u: &[u8]) -> bool {
 
 #[cold]
 #[inline(never)]
-fn uri_valid_general(u: &[u8]) -> bool {
+pub(crate) fn uri_valid_general(u: &[u8]) -> bool {
     Uri::parse(u).is_ok_and(|x| x.is_valid())
 }
 

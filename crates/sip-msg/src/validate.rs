@@ -305,7 +305,7 @@ fn name_addr_list_valid(
                 Err(_) => return false,
             },
         };
-        if !sp.valid(raw) || !(sp.angle() || !angle) {
+        if !sp.valid(raw) || angle && !sp.angle() {
             return false;
         }
         match rest.get(end) {
@@ -361,7 +361,7 @@ fn option_tags_valid(v: &[u8], ext: &[u8]) -> bool {
 }
 
 /// `SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT`; anything but 2.0 is a 505.
-fn check_version(v: &[u8], at: usize) -> Result<(), ParseError> {
+pub(crate) fn check_version(v: &[u8], at: usize) -> Result<(), ParseError> {
     if v.eq_ignore_ascii_case(b"SIP/2.0") {
         return Ok(());
     }
@@ -425,7 +425,7 @@ fn content_type_valid(v: &[u8], ext: &[u8]) -> bool {
 }
 
 /// `rfc1123-date = wkday "," SP date1 SP time SP "GMT"` (RFC 3261 §20.17, §25.1).
-fn rfc1123_date_valid(v: &[u8]) -> bool {
+pub(crate) fn rfc1123_date_valid(v: &[u8]) -> bool {
     const DAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
     const MONTHS: [&[u8]; 12] = [
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",

@@ -243,6 +243,27 @@ impl ViaSpans {
         Some(j)
     }
 
+    /// [`Via::is_valid`] as it was written before the flags known from parsing: every part
+    /// checked from its bytes (the reference the fast checks are tested against).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn valid_reference(&self, raw: &[u8]) -> bool {
+        if self.flags & PARAMS_OK == 0
+            || !Host::with_kind(self.host.of(raw), self.host_kind).is_valid()
+        {
+            return false;
+        }
+        if let Some(b) = self.branch.opt(raw)
+            && !(!b.is_empty() && b.iter().all(|&c| crate::scan::is_token_byte(c)))
+        {
+            return false;
+        }
+        let rest = ViaSpans {
+            flags: self.flags | BRANCH_TOKEN | HOST_IPV4_OK,
+            ..*self
+        };
+        rest.valid(raw)
+    }
+
     /// [`Via::is_valid`] of the value `raw` with these parts.
     pub(crate) fn valid(&self, raw: &[u8]) -> bool {
         if self.flags & PARAMS_OK == 0

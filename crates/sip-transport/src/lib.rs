@@ -168,6 +168,9 @@ pub struct Received {
     pub local: SocketAddr,
     /// The connection, for stream transports.
     pub conn: Option<ConnId>,
+    /// How long the datagram waited in the kernel's socket queue before it was read (zero
+    /// when unknown, and for streams).
+    pub queued: std::time::Duration,
 }
 
 /// Where to send a message.
@@ -214,9 +217,10 @@ pub trait Handler: Send + Sync + 'static {
     /// An asynchronous send failed (TCP connect refused, connection closed). Default: ignore.
     fn on_send_failed(&self, _dst: Destination) {}
 
-    /// A UDP worker fetched `received` datagrams in one `recvmmsg` of `capacity`: a full batch
-    /// means the socket has a backlog (a load signal for overload control). Default: ignore.
-    fn on_batch(&self, _worker: usize, _received: usize, _capacity: usize) {}
+    /// A UDP worker fetched `received` datagrams in one `recvmmsg` of `capacity`, the oldest
+    /// of which waited `queued` in the socket queue: a full batch and a long wait mean a
+    /// backlog (load signals for overload control). Default: ignore.
+    fn on_batch(&self, _worker: usize, _received: usize, _capacity: usize, _queued: std::time::Duration) {}
 }
 
 /// Transport settings (`[core]` keys in the config).

@@ -9,6 +9,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Maximum datagrams fetched per syscall.
 pub const BATCH: usize = 32;
@@ -17,14 +18,19 @@ pub const BATCH: usize = 32;
 /// truncated.
 pub const DGRAM_BUF: usize = 65_536;
 
+/// Control-message space per datagram: one `SCM_TIMESTAMPNS` (a `timespec`).
+const CTRL: usize = 64;
+
 /// Buffers for one batch, reused for the life of a worker.
 pub struct RecvBatch {
     bufs: Vec<Box<[u8]>>,
     addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
+    ctrls: Vec<[u64; CTRL / 8]>,
     hdrs: Vec<libc::mmsghdr>,
     lens: [usize; BATCH],
     flags: [i32; BATCH],
+    stamps: [Option<SystemTime>; BATCH],
     count: usize,
 }
 
@@ -44,9 +50,11 @@ impl RecvBatch {
             bufs,
             addrs,
             iovs: Vec::with_capacity(BATCH),
+            ctrls: vec![[0u64; CTRL / 8]; BATCH],
             hdrs: Vec::with_capacity(BATCH),
             lens: [0; BATCH],
             flags: [0; BATCH],
+            stamps: [None; BATCH],
             count: 0,
         };
         for i in 0..BATCH {
@@ -63,6 +71,8 @@ impl RecvBatch {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_iov = &mut b.iovs[i] as *mut libc::iovec;
             h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = b.ctrls[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = CTRL as _;
             b.hdrs.push(h);
         }
         b
@@ -73,6 +83,7 @@ impl RecvBatch {
     pub fn recv(&mut self, sock: &impl AsRawFd) -> io::Result<usize> {
         for h in self.hdrs.iter_mut() {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_controllen = CTRL as _;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
@@ -95,9 +106,15 @@ impl RecvBatch {
         for i in 0..n {
             self.lens[i] = self.hdrs[i].msg_len as usize;
             self.flags[i] = self.hdrs[i].msg_hdr.msg_flags;
+            self.stamps[i] = rx_timestamp(&self.hdrs[i].msg_hdr);
         }
         self.count = n;
         Ok(n)
+    }
+
+    /// When the kernel received the `i`-th datagram (`SO_TIMESTAMPNS`), if it said.
+    pub fn stamp(&self, i: usize) -> Option<SystemTime> {
+        if i < self.count { self.stamps[i] } else { None }
     }
 
     /// The `i`-th datagram of the last batch: payload, source address, and whether the kernel
@@ -116,6 +133,41 @@ impl Default for RecvBatch {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The `SCM_TIMESTAMPNS` control message of a received datagram.
+fn rx_timestamp(h: &libc::msghdr) -> Option<SystemTime> {
+    // SAFETY: the control buffer and its length were set by us and updated by the kernel;
+    // CMSG_* walk it within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                return Some(UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
+}
+
+/// Asks the kernel to stamp every received datagram with its arrival time, so the worker can
+/// tell how long it waited in the socket queue (the overload signal that matters: a request
+/// that waited longer than the client's retransmission timer has been sent again already).
+pub fn enable_rx_timestamps(sock: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a plain setsockopt with a pointer to a live c_int of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {

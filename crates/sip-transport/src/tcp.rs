@@ -288,7 +288,15 @@ async fn run_conn(
             match framer.decode(&mut buf) {
                 Ok(Some(Frame::Message(data))) => {
                     inner.stats.tcp.rx_messages.fetch_add(1, Ordering::Relaxed);
-                    let m = Received { data, src: remote, proto: Proto::Tcp, socket, local, conn: Some(ConnId(cid)) };
+                    let m = Received {
+                        data,
+                        src: remote,
+                        proto: Proto::Tcp,
+                        socket,
+                        local,
+                        conn: Some(ConnId(cid)),
+                        queued: Duration::ZERO,
+                    };
                     match &work {
                         Some(w) => {
                             if w.send(m).await.is_err() {

@@ -34,7 +34,11 @@ fn bind_one(addr: SocketAddr, cfg: &TransportConfig) -> io::Result<UdpSocket> {
     let _ = s.set_send_buffer_size(cfg.udp_sndbuf);
     s.set_read_timeout(Some(RECV_TIMEOUT))?;
     s.bind(&addr.into())?;
-    Ok(s.into())
+    let s: UdpSocket = s.into();
+    if let Err(e) = crate::sys::enable_rx_timestamps(&s) {
+        tracing::warn!(error = %e, "no receive timestamps: queueing delay will not be measured");
+    }
+    Ok(s)
 }
 
 /// Binds `n` sockets on `addr` in one `SO_REUSEPORT` group. When `addr` has port 0, the first
@@ -71,8 +75,12 @@ pub(crate) fn worker(
                 continue;
             }
         };
-        h.on_batch(worker_no, n, crate::sys::BATCH);
+        // How long the oldest datagram of the batch waited in the socket queue.
+        let now = std::time::SystemTime::now();
+        let lag = |i: usize| batch.stamp(i).and_then(|t| now.duration_since(t).ok()).unwrap_or_default();
+        h.on_batch(worker_no, n, crate::sys::BATCH, lag(0));
         for i in 0..n {
+            let queued = lag(i);
             let Some((data, src, truncated)) = batch.get(i) else { continue };
             let Some(src) = src else { continue };
             inner.stats.udp_rx_packets.fetch_add(1, Ordering::Relaxed);
@@ -93,6 +101,7 @@ pub(crate) fn worker(
                 socket: id,
                 local,
                 conn: None,
+                queued,
             });
         }
     }

@@ -225,6 +225,15 @@ pub struct OverloadConfig {
     /// Processing lag (time between receipt and processing, smoothed per worker) above which
     /// the server is overloaded, milliseconds; 0 = not used. Default 200.
     pub max_lag_ms: u64,
+    /// A new request (not in-dialog) that waited longer than this in the socket queue is
+    /// dropped unanswered, milliseconds; 0 = never. The client has retransmitted it already
+    /// (RFC 3261 T1 = 500 ms), so answering the old copy only doubles the work in a storm;
+    /// dropping it keeps the queue short (CoDel-like) so fresh requests get answers in time.
+    /// Default 400.
+    pub stale_ms: u64,
+    /// Highest probability of shedding a request of one class (0..1): a share of every class
+    /// is always served, so a storm cannot starve the server into serving nobody. Default 0.9.
+    pub max_shed: f64,
     /// Retry-After base, seconds. Default 10.
     pub retry_after: u32,
     /// Retry-After is uniform in `retry_after +- retry_after_spread` (at least 1), so clients
@@ -251,6 +260,8 @@ impl Default for OverloadConfig {
             max_transactions: 100_000,
             max_backlog: 0.8,
             max_lag_ms: 200,
+            stale_ms: 400,
+            max_shed: 0.9,
             retry_after: 10,
             retry_after_spread: 5,
             priority: Priority::Register,

@@ -214,8 +214,13 @@ impl Overload {
             return 0.0;
         }
         let s = f64::from_bits(self.shed.load(Ordering::Relaxed));
+        // Never shed a whole class: when answering 503 itself saturates the server (a storm
+        // of clients that keep coming), the load signal never falls and the controller would
+        // sit at 1 with no request served — a livelock. A guaranteed share keeps registrations
+        // completing; what exceeds capacity beyond that waits in the socket queue and is
+        // dropped as stale (`stale_ms`).
         match self.tier(class) {
-            Some(t) => (3.0 * s - t).clamp(0.0, 1.0),
+            Some(t) => (3.0 * s - t).clamp(0.0, self.cfg.max_shed.clamp(0.0, 1.0)),
             None => 0.0,
         }
     }
@@ -319,6 +324,7 @@ mod tests {
     fn shedding_grows_with_the_excess_in_priority_order_and_never_touches_in_dialog_requests() {
         let (o, base) = ol(OverloadConfig {
             max_transactions: 1000,
+            max_shed: 1.0,
             ..OverloadConfig::default()
         });
         o.set_transactions(1500);
@@ -366,6 +372,20 @@ mod tests {
             shed_share(&o, Class::Register, ms(base, t + 6000), 1000),
             1.0
         );
+    }
+
+    #[test]
+    fn a_class_is_never_shed_entirely_with_the_default_cap() {
+        let (o, base) = ol(OverloadConfig { max_transactions: 1000, ..OverloadConfig::default() });
+        o.set_transactions(100_000);
+        for k in 0..40 {
+            o.update(base + Duration::from_millis(100 * (k + 1)));
+        }
+        assert_eq!(o.state().shed_fraction, 1.0);
+        for class in [Class::Register, Class::Invite, Class::Other] {
+            assert!((o.shed_probability(class) - 0.9).abs() < 1e-9, "{class:?}");
+        }
+        assert_eq!(o.shed_probability(Class::InDialog), 0.0);
     }
 
     #[test]

@@ -447,6 +447,7 @@ fn overload_sheds_new_requests_but_never_in_dialog_ones() {
     };
     let ol = OverloadConfig {
         max_transactions: 100,
+        max_shed: 1.0,
         ..OverloadConfig::default()
     };
     let (p, base) = protect_with(pike, RateLimitConfig::default(), ol);
