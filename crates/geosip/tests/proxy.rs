@@ -336,26 +336,39 @@ fn sipp_calls_through_the_proxy_with_the_bench_scenarios() {
     if !have_tool("sipp") {
         return;
     }
+    // The record-route-aware caller/callee scenarios of ../shared/bench (copied here).
     let s = Server::start(&["--set", "pike.whitelist=[\"127.0.0.1\"]"]);
     let dir = temp_dir("sipp-call");
-    let bench = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/bench/sipbench.py");
-    if !std::path::Path::new(bench).exists() {
-        eprintln!("SKIPPED: ../shared/bench not present");
-        return;
-    }
+    let sc = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp");
     let uas_port = {
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         u.local_addr().unwrap().port()
     };
+    // The callee registers its SIPp address.
+    let reg = Ua::new();
+    let r = register("callee", "127.0.0.1", &format!("sip:callee@127.0.0.1:{uas_port}"), reg.addr, 600, "sipp-callee", 1, "");
+    reg.send(s.udp, r.as_bytes());
+    reg.expect_status(200);
+    let mut uas = std::process::Command::new("timeout")
+        .args(["60", "sipp", "-sf", &format!("{sc}/uas_call.xml"), "-p", &uas_port.to_string(), "-i", "127.0.0.1", "-nostdin", "-m", "60"])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     let out = std::process::Command::new("timeout")
-        .args(["120", "python3", bench, "call", "--target", &s.udp.to_string(), "--uas-port", &uas_port.to_string(), "--rate", "20", "--duration", "3", "--workdir"])
-        .arg(&dir)
-        .args(["--quiet-wait", "0"])
+        .args(["60", "sipp", &s.udp.to_string(), "-sf", &format!("{sc}/uac_call.xml"), "-s", "callee", "-r", "20", "-m", "60", "-i", "127.0.0.1", "-nostdin", "-timeout", "50s", "-timeout_error", "-trace_stat", "-stf"])
+        .arg(dir.join("uac.csv"))
+        .current_dir(&dir)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no result: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    assert_eq!(v["failed"], 0, "{v}");
-    assert_eq!(v["successful"], 60, "{v}");
+    let _ = uas.wait();
+    let stat = std::fs::read_to_string(dir.join("uac.csv")).unwrap_or_default();
+    let head: Vec<&str> = stat.lines().next().unwrap_or("").split(';').collect();
+    let last: Vec<&str> = stat.lines().last().unwrap_or("").split(';').collect();
+    let get = |k: &str| head.iter().position(|h| *h == k).and_then(|i| last.get(i)).and_then(|v| v.parse::<u64>().ok());
+    assert!(out.status.success(), "SIPp caller failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(get("SuccessfulCall(C)"), Some(60), "{stat}");
+    assert_eq!(get("FailedCall(C)"), Some(0));
 }
