@@ -252,3 +252,29 @@ fn sipp_builtin_uac_gets_answers_from_the_server() {
     assert_eq!(get("OutgoingCall(C)"), Some(5), "{stat} {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(get("FailedTimeoutOnRecv(C)").unwrap_or(0) + get("FailedMaxUDPRetrans(C)").unwrap_or(0), 0, "{stat}");
 }
+
+#[test]
+fn the_server_listens_and_answers_over_ipv6() {
+    let Ok(ua) = std::net::UdpSocket::bind("[::1]:0") else {
+        eprintln!("SKIPPED: no IPv6 loopback here");
+        return;
+    };
+    let s = Server::start(&["--listen", "udp:[::1]:0"]);
+    let v6 = s.rpc("core.sockets", &[]).unwrap();
+    let addr: std::net::SocketAddr = v6
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x.as_str())
+        .find_map(|x| x.strip_prefix("udp:").filter(|a| a.starts_with('[')))
+        .expect("an IPv6 UDP socket")
+        .parse()
+        .unwrap();
+    let me = ua.local_addr().unwrap();
+    let req = request("OPTIONS", &format!("sip:{addr}"), me, "UDP", "", "");
+    ua.send_to(req.as_bytes(), addr).unwrap();
+    ua.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut b = [0u8; 4096];
+    let n = ua.recv(&mut b).expect("an answer over IPv6");
+    assert!(b[..n].starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&b[..n]));
+}

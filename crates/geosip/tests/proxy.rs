@@ -372,3 +372,34 @@ fn sipp_calls_through_the_proxy_with_the_bench_scenarios() {
     assert_eq!(get("SuccessfulCall(C)"), Some(60), "{stat}");
     assert_eq!(get("FailedCall(C)"), Some(0));
 }
+
+#[test]
+fn a_stateless_script_forwards_requests_and_replies_without_transactions() {
+    let dir = temp_dir("stateless");
+    let callee = Ua::new();
+    let script = dir.join("stateless.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "-- Stateless proxy: everything to one destination, no transactions.\nfunction request_route()\n  if KSR.maxfwd.process_maxfwd(10) < 0 then KSR.sl.send_reply(483, \"Too Many Hops\") return end\n  KSR.forward(\"sip:{}\")\nend\n",
+            callee.addr
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&["--set", &format!("script.file=\"{}\"", script.display())]);
+    let caller = Ua::new();
+    let (inv_text, _) = invite(&caller, &s, "anyone");
+    let inv = expect_request(&callee, "INVITE");
+    assert_eq!(inv.vias().count(), 2, "our Via on top of the caller's");
+    // A retransmission is forwarded again, with the same branch (RFC 3261 §16.11).
+    caller.send(s.udp, inv_text.as_bytes());
+    let again = expect_request(&callee, "INVITE");
+    assert_eq!(again.top_via().unwrap().branch(), inv.top_via().unwrap().branch());
+    answer(&callee, &inv, 486, "Busy Here", "sl");
+    let r = caller.expect_status(486);
+    assert_eq!(r.vias().count(), 1, "our Via removed from the reply");
+    // No transaction was created.
+    let st = s.rpc("tm.stats", &[]).unwrap();
+    assert!(st.to_string().contains("\"total\""), "{st}");
+    assert_eq!(st["live"]["total"].as_u64().or(st["current"].as_u64()), Some(0), "{st}");
+}
