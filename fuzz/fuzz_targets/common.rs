@@ -78,5 +78,8 @@ pub fn exercise(m: &SipMessage) {
         black_box((a.digest_credentials(), a.digest_challenge(), a.is_valid()));
         black_box(a.params().count());
     }
-    black_box((m.validate(), m.check_request(), m.check_response()));
+    let _ = black_box((m.validate(), m.check_request(), m.check_response()));
+    // The one-pass fast paths (cached routing headers, validation) must agree with the
+    // general parsers on every input.
+    m.fuzz_check_fast_paths();
 }

@@ -1,9 +1,18 @@
 //! Runs one sip-msg operation N times, for instruction counting under callgrind.
 //!
-//! `count <op> <n>` with op one of `parse_lenient`, `parse`, `routing_lenient`, `routing`,
-//! `forward`, `frame`, or `acc_via|acc_from|acc_to|acc_cseq|acc_route` (one accessor after
-//! `parse_lenient`). `scripts/bench-instructions.sh` runs it with two values of n and
-//! divides the difference of the instruction counts, so process start-up cancels out.
+//! `count <op> <n>` with op one of:
+//!
+//! * `parse_lenient`, `parse`, `routing_lenient`, `routing`, `forward`, `frame` (the rows of
+//!   `scripts/bench-instructions.sh`);
+//! * `validate`: `validate()` alone, on a message framed once before the loop;
+//! * `validate_routing`: the server pipeline, `parse_lenient`, then `validate()`, then the
+//!   routing headers;
+//! * `routing_again`: `validate_routing` reading the routing headers a second time (minus
+//!   `validate_routing`: the cost of the second call of each accessor);
+//! * `acc_via|acc_from|acc_to|acc_cseq|acc_route` (one accessor after `parse_lenient`).
+//!
+//! `scripts/bench-instructions.sh` runs it with two values of n and divides the difference of
+//! the instruction counts, so process start-up cancels out.
 
 use std::hint::black_box;
 
@@ -35,55 +44,8 @@ fn main() {
     let mut out = Vec::with_capacity(4096);
     let mut edits = Edits::new();
     let mut acc = 0usize;
-    if let Some(what) = op.strip_prefix("micro_") {
-        // Temporary micro-benchmarks of single value parsers.
-        const VIA1: &[u8] =
-            b"SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-524287-1---7f3a9c1b2d4e5f60;rport";
-        const FROM: &[u8] = b"\"Alice Example\" <sip:alice@example.com>;tag=9fxced76sl";
-        const TO: &[u8] = b"<sip:+14155550123@sip.example.net;user=phone>";
-        for _ in 0..n {
-            acc += match what {
-                "via_parse" => sip_msg::Via::parse(black_box(VIA1)).map_or(0, |v| v.raw().len()),
-                "via_valid" => {
-                    sip_msg::Via::parse(black_box(VIA1)).map_or(0, |v| usize::from(v.is_valid()))
-                }
-                "from_parse" => {
-                    sip_msg::NameAddr::parse(black_box(FROM)).map_or(0, |v| v.raw().len())
-                }
-                "from_valid" => sip_msg::NameAddr::parse(black_box(FROM))
-                    .map_or(0, |v| usize::from(v.is_valid())),
-                "route_parse" => {
-                    sip_msg::NameAddr::parse(black_box(&b"<sip:core2.example.net;lr>"[..]))
-                        .map_or(0, |v| v.raw().len())
-                }
-                "route_valid" => {
-                    sip_msg::NameAddr::parse(black_box(&b"<sip:core2.example.net;lr>"[..]))
-                        .map_or(0, |v| usize::from(v.is_valid()))
-                }
-                "contact_parse" => sip_msg::NameAddr::parse(black_box(
-                    &b"<sip:alice@198.51.100.7:5060;transport=udp>"[..],
-                ))
-                .map_or(0, |v| v.raw().len()),
-                "contact_valid" => sip_msg::NameAddr::parse(black_box(
-                    &b"<sip:alice@198.51.100.7:5060;transport=udp>"[..],
-                ))
-                .map_or(0, |v| usize::from(v.is_valid())),
-                "to_parse" => sip_msg::NameAddr::parse(black_box(TO)).map_or(0, |v| v.raw().len()),
-                "to_valid" => {
-                    sip_msg::NameAddr::parse(black_box(TO)).map_or(0, |v| usize::from(v.is_valid()))
-                }
-                _ => 0,
-            };
-        }
-        println!("{acc}");
-        return;
-    }
-    if op == "validate_only" || op == "validate_file" {
-        let data = match std::env::var("COUNT_FILE") {
-            Ok(p) if op == "validate_file" => std::fs::read(p).expect("file"),
-            _ => INVITE.to_vec(),
-        };
-        let m = SipMessage::parse_lenient(Bytes::from(data)).expect("frames");
+    if op == "validate" {
+        let m = SipMessage::parse_lenient(Bytes::from_static(INVITE)).expect("frames");
         for _ in 0..n {
             acc += usize::from(black_box(&m).validate().is_ok());
         }
@@ -97,6 +59,14 @@ fn main() {
             "parse" => SipMessage::parse(raw).map_or(0, |m| m.header_count()),
             "routing_lenient" => SipMessage::parse_lenient(raw).map_or(0, |m| read_routing(&m)),
             "routing" => SipMessage::parse(raw).map_or(0, |m| read_routing(&m)),
+            "validate_routing" => match SipMessage::parse_lenient(raw) {
+                Ok(m) if m.validate().is_ok() => read_routing(&m),
+                _ => 0,
+            },
+            "routing_again" => match SipMessage::parse_lenient(raw) {
+                Ok(m) if m.validate().is_ok() => read_routing(&m) + read_routing(black_box(&m)),
+                _ => 0,
+            },
             // One accessor at a time, after parse_lenient (subtract `parse_lenient`).
             "acc_via" => SipMessage::parse_lenient(raw).map_or(0, |m| {
                 m.top_via().and_then(|v| v.branch()).map_or(0, <[u8]>::len)

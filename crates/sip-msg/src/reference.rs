@@ -65,7 +65,18 @@ fn call_id_valid(v: &[u8]) -> bool {
         is_token_byte(b)
             || matches!(
                 b,
-                b'(' | b')' | b'<' | b'>' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'{' | b'}'
+                b'(' | b')'
+                    | b'<'
+                    | b'>'
+                    | b':'
+                    | b'\\'
+                    | b'"'
+                    | b'/'
+                    | b'['
+                    | b']'
+                    | b'?'
+                    | b'{'
+                    | b'}'
             )
     };
     let a = v.iter().position(|&b| !word(b)).unwrap_or(v.len());
@@ -154,13 +165,17 @@ pub(crate) fn validate(m: &SipMessage) -> Result<(), ParseError> {
                 return err(K::RouteSet);
             }
             H::Require | H::ProxyRequire | H::Supported | H::Unsupported
-                if !(SplitTop::new(v, b',').all(is_token) || v.is_empty() && e.name == H::Supported) =>
+                if !(SplitTop::new(v, b',').all(is_token)
+                    || v.is_empty() && e.name == H::Supported) =>
             {
                 return err(K::OptionTags);
             }
             H::ContentType if !content_type_valid(v) => return err(K::ContentType),
             H::Date if !rfc1123_date_valid(v) => return err(K::Date),
-            H::Authorization | H::ProxyAuthorization | H::WwwAuthenticate | H::ProxyAuthenticate
+            H::Authorization
+            | H::ProxyAuthorization
+            | H::WwwAuthenticate
+            | H::ProxyAuthenticate
                 if !AuthValue::parse(v).is_ok_and(|a| a.is_valid()) =>
             {
                 return err(K::Auth);
@@ -222,10 +237,18 @@ pub(crate) fn check(m: &SipMessage) {
     assert_eq!(m.to(), to, "To");
     let route = first(H::Route).and_then(|v| name_addr_first(v).map(|(a, _)| a));
     assert_eq!(m.top_route(), route, "top Route");
-    assert_eq!(m.cseq(), first(H::CSeq).and_then(|v| CSeq::parse(v).ok()), "CSeq");
+    assert_eq!(
+        m.cseq(),
+        first(H::CSeq).and_then(|v| CSeq::parse(v).ok()),
+        "CSeq"
+    );
     let mf = first(H::MaxForwards).and_then(|v| parse_u64(v).and_then(|n| u8::try_from(n).ok()));
     assert_eq!(m.max_forwards(), mf, "Max-Forwards");
-    assert_eq!(m.content_length(), first(H::ContentLength).and_then(parse_u64), "Content-Length");
+    assert_eq!(
+        m.content_length(),
+        first(H::ContentLength).and_then(parse_u64),
+        "Content-Length"
+    );
     let fast = m.validate().map_err(|e| (e.kind(), e.offset()));
     let reference = validate(m).map_err(|e| (e.kind(), e.offset()));
     assert_eq!(fast, reference, "validate verdict");
@@ -293,11 +316,41 @@ mod tests {
         "*",
     ];
     const OTHER: &[(&str, &[&str])] = &[
-        ("Call-ID", &["3848276298220188511@198.51.100.7", "a b", "x@y@z", "abc", "a<b>@[c]"]),
-        ("CSeq", &["2 INVITE", "1 BYE", "2147483648 INVITE", "0009 INVITE", "1\r\n INVITE"]),
+        (
+            "Call-ID",
+            &[
+                "3848276298220188511@198.51.100.7",
+                "a b",
+                "x@y@z",
+                "abc",
+                "a<b>@[c]",
+            ],
+        ),
+        (
+            "CSeq",
+            &[
+                "2 INVITE",
+                "1 BYE",
+                "2147483648 INVITE",
+                "0009 INVITE",
+                "1\r\n INVITE",
+            ],
+        ),
         ("Max-Forwards", &["69", "256", "7a", "0"]),
-        ("Supported", &["replaces, timer, 100rel", "", "a,,b", "a b", "x ,y"]),
-        ("Content-Type", &["application/sdp", "text/plain;charset=utf-8", "a/", "/b", "a / b"]),
+        (
+            "Supported",
+            &["replaces, timer, 100rel", "", "a,,b", "a b", "x ,y"],
+        ),
+        (
+            "Content-Type",
+            &[
+                "application/sdp",
+                "text/plain;charset=utf-8",
+                "a/",
+                "/b",
+                "a / b",
+            ],
+        ),
         ("Expires", &["3600", "x"]),
     ];
 
@@ -325,7 +378,11 @@ mod tests {
         for (k, &(a, b, c, mangled)) in picks.iter().enumerate() {
             let pick = |list: &[&str]| {
                 let s = list[a % list.len()];
-                if mangled { mangle(s, b, c) } else { s.as_bytes().to_vec() }
+                if mangled {
+                    mangle(s, b, c)
+                } else {
+                    s.as_bytes().to_vec()
+                }
             };
             match k % 8 {
                 0 | 1 => line("Via", pick(VIAS)),
