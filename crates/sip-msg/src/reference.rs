@@ -118,10 +118,8 @@ pub(crate) fn validate(m: &SipMessage) -> Result<(), ParseError> {
         let at = e.value_start as usize;
         let err = |k| Err(ParseError::new(k, at));
         match e.name {
-            H::Other => {
-                if !is_token(m.slice(e.start, m.name_end(e))) {
-                    return Err(ParseError::new(K::HeaderLine, e.start as usize));
-                }
+            H::Other if !is_token(m.slice(e.start, m.name_end(e))) => {
+                return Err(ParseError::new(K::HeaderLine, e.start as usize));
             }
             H::Via => {
                 let mut rest = v;
@@ -135,10 +133,8 @@ pub(crate) fn validate(m: &SipMessage) -> Result<(), ParseError> {
                     }
                 }
             }
-            H::From | H::To => {
-                if !name_addr(v).is_some_and(|a| name_addr_valid(&a)) {
-                    return err(if e.name == H::From { K::From } else { K::To });
-                }
+            H::From | H::To if !name_addr(v).is_some_and(|a| name_addr_valid(&a)) => {
+                return err(if e.name == H::From { K::From } else { K::To });
             }
             H::CallId if !call_id_valid(v) => return err(K::CallId),
             H::CSeq => match CSeq::parse(v) {

@@ -253,7 +253,7 @@ impl ViaSpans {
             return false;
         }
         if let Some(b) = self.branch.opt(raw)
-            && !(!b.is_empty() && b.iter().all(|&c| crate::scan::is_token_byte(c)))
+            && (b.is_empty() || !b.iter().all(|&c| crate::scan::is_token_byte(c)))
         {
             return false;
         }
