@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::params::{ParamScan, Params, canonical_params};
+use crate::params::{KnownName, ParamScan, Params, canonical_params};
 use crate::scan::{
     find_byte, find_byte2, find_byte3, is_lws, is_token_byte, offset_in, skip_lws, skip_quoted,
     trim_lws, unquote,
@@ -135,7 +135,17 @@ impl AddrSpans {
             return self.general_params(v, skip, params_from);
         }
         let mut tag = Sp::NONE;
-        match canonical_params(v, params_from, |n, x, _| note_tag(v, &mut tag, n, x)) {
+        const TAG: [KnownName; 1] = [KnownName::new(b"tag")];
+        match canonical_params(v, params_from, &TAG, |n, x, _, known| {
+            if known.is_some() {
+                // `tag=` itself: the first one wins.
+                if !tag.is_some() {
+                    tag = x.unwrap_or(n);
+                }
+            } else {
+                note_tag(v, &mut tag, n, x);
+            }
+        }) {
             Some(end) => {
                 // No LWS before the parameters nor after them (the last byte is a name or
                 // value byte, or the `>`), so nothing to trim.

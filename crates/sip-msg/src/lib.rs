@@ -34,7 +34,19 @@
 //! case-insensitive and compact-aware ([`SipMessage::header_by_name`]). List headers split on
 //! commas outside quotes and `<>`, across all their lines, with [`SipMessage::values`].
 //!
-//! # Typed accessors (parsed on call, borrowing the message)
+//! # Typed accessors (borrowing the message)
+//!
+//! The routing headers are parsed once, during framing, and kept as positions in the message
+//! (the way Kamailio hangs parsed headers off its message): [`SipMessage::top_via`],
+//! [`SipMessage::from`], [`SipMessage::to`] (and their tags), [`SipMessage::top_route`],
+//! [`SipMessage::cseq`], [`SipMessage::max_forwards`], [`SipMessage::content_length`] and
+//! [`SipMessage::call_id`] cost O(1) however often they are called; `validate` reuses those
+//! parses. Everything else is parsed on call.
+//!
+//! Parsing takes a one-pass path for the common shapes (`SIP/2.0/UDP host:port;branch=...`,
+//! `<sip:user@host;param>`, parameters without LWS or quotes...) and the general parser for
+//! anything else; both give the same result, which the crate's tests and fuzz targets check
+//! (the `fuzzing` feature exposes `SipMessage::fuzz_check_fast_paths` for that).
 //!
 //! [`Via`] ([`SipMessage::top_via`], [`SipMessage::vias`]: transport, sent-by, branch,
 //! received, [`Rport`], maddr, ttl), From/To as [`NameAddr`] (display name, URI, tag, params),

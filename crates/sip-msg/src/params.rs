@@ -231,16 +231,53 @@ impl<'a> Iterator for ParamScan<'a> {
     }
 }
 
+/// A parameter name a parser looks for, as [`canonical_params`] recognises it from one
+/// 8-byte load: `name=` of at most 7 bytes (letters only in the name, matched in any case).
+#[derive(Clone, Copy)]
+pub(crate) struct KnownName {
+    /// `name=` (lower case), little-endian.
+    word: u64,
+    /// The bytes of `name=`.
+    mask: u64,
+    /// The letter bytes (where case is folded).
+    fold: u64,
+    len: usize,
+}
+
+impl KnownName {
+    pub(crate) const fn new(name: &[u8]) -> KnownName {
+        assert!(name.len() < 8);
+        let mut word = 0u64;
+        let mut fold = 0u64;
+        let mut i = 0;
+        while i < name.len() {
+            word |= ((name[i] | 0x20) as u64) << (8 * i);
+            fold |= 0x20u64 << (8 * i);
+            i += 1;
+        }
+        word |= (b'=' as u64) << (8 * name.len());
+        KnownName {
+            word,
+            mask: u64::MAX >> (8 * (7 - name.len())),
+            fold,
+            len: name.len(),
+        }
+    }
+}
+
 /// The common shape of a header parameter list: `*( ";" token [ "=" gen-value ] )` with no
 /// LWS, no quoted value and no empty parameter, starting at `j` (at a `;`, a `,` or the end).
-/// Calls `param(name, value, value_is_token)` for each, in order, and returns where the list stops (the end or
-/// a `,`). `None` for anything else: then [`ParamScan::after`] must be used (for the lists
-/// accepted here it yields the same parameters and stops at the same place, with `ok`).
+/// Calls `param(name, value, value_is_token, known)` for each, in order (`known`: the index in
+/// `known` of a `name=` recognised without scanning the name), and returns where the list
+/// stops (the end or a `,`). `None` for anything else: then [`ParamScan::after`] must be used
+/// (for the lists accepted here it yields the same parameters and stops at the same place,
+/// with `ok`).
 #[inline(always)]
 pub(crate) fn canonical_params(
     v: &[u8],
     mut j: usize,
-    mut param: impl FnMut(Sp, Option<Sp>, bool),
+    known: &[KnownName],
+    mut param: impl FnMut(Sp, Option<Sp>, bool, Option<usize>),
 ) -> Option<usize> {
     loop {
         match v.get(j) {
@@ -249,7 +286,22 @@ pub(crate) fn canonical_params(
             Some(_) => return None,
         }
         let ns = j + 1;
-        let ne = span(v, ns, TOKEN);
+        // A well-known `name=`: one load and compare instead of a scan of the name. Letters
+        // match only letters, so the name is the same token a scan would give.
+        let mut hit = None;
+        if ns + 8 <= v.len() {
+            let w = crate::scan::load8(v, ns);
+            for (k, n) in known.iter().enumerate() {
+                if (w | n.fold) & n.mask == n.word {
+                    hit = Some((k, ns + n.len));
+                    break;
+                }
+            }
+        }
+        let ne = match hit {
+            Some((_, ne)) => ne,
+            None => span(v, ns, TOKEN),
+        };
         if ne == ns {
             return None;
         }
@@ -264,11 +316,16 @@ pub(crate) fn canonical_params(
                 if ve == ne + 1 {
                     return None;
                 }
-                param(Sp::new(ns, ne), Some(Sp::new(ne + 1, ve)), te == ve);
+                param(
+                    Sp::new(ns, ne),
+                    Some(Sp::new(ne + 1, ve)),
+                    te == ve,
+                    hit.map(|(k, _)| k),
+                );
                 j = ve;
             }
             None | Some(b';' | b',') => {
-                param(Sp::new(ns, ne), None, false);
+                param(Sp::new(ns, ne), None, false, None);
                 j = ne;
             }
             Some(_) => return None,

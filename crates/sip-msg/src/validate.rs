@@ -362,8 +362,12 @@ fn option_tags_valid(v: &[u8], ext: &[u8]) -> bool {
 
 /// `SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT`; anything but 2.0 is a 505.
 pub(crate) fn check_version(v: &[u8], at: usize) -> Result<(), ParseError> {
-    if v.eq_ignore_ascii_case(b"SIP/2.0") {
-        return Ok(());
+    // `SIP/2.0` in any case, as one word (only the three letters are folded).
+    if let &[a, b, c, d, e, f, g] = v {
+        let w = u64::from_le_bytes([a, b, c, d, e, f, g, 0]);
+        if w | 0x20_2020 == u64::from_le_bytes(*b"sip/2.0\0") {
+            return Ok(());
+        }
     }
     let well_formed = v.len() > 4
         && v[..4].eq_ignore_ascii_case(b"SIP/")

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::params::{ParamScan, Params, canonical_params};
+use crate::params::{KnownName, ParamScan, Params, canonical_params};
 use crate::scan::{
     DIGIT, HOST, TOKEN, is_lws, is_token, load8, offset_in, skip_lws, span, trim_lws,
 };
@@ -142,7 +142,12 @@ impl ViaSpans {
     /// the name (as its folded word) when this set a well-known parameter, else 0.
     #[inline(always)]
     fn param(&mut self, v: &[u8], name: Sp, value: Option<Sp>) -> u64 {
-        let w = word(v, name);
+        self.param_word(word(v, name), name, value)
+    }
+
+    /// [`param`](Self::param) with the name's folded word already known.
+    #[inline(always)]
+    fn param_word(&mut self, w: u64, name: Sp, value: Option<Sp>) -> u64 {
         let slot = match w {
             BRANCH => &mut self.branch,
             RECEIVED => &mut self.received,
@@ -231,8 +236,14 @@ impl ViaSpans {
         }
         let params_from = j;
         let mut branch_token = false;
-        let j = canonical_params(v, j, |name, value, token| {
-            if self.param(v, name, value) == BRANCH {
+        const KNOWN: [KnownName; 2] = [KnownName::new(b"branch"), KnownName::new(b"rport")];
+        let j = canonical_params(v, j, &KNOWN, |name, value, token, known| {
+            let w = match known {
+                Some(0) => BRANCH,
+                Some(_) => RPORT,
+                None => word(v, name),
+            };
+            if self.param_word(w, name, value) == BRANCH {
                 branch_token = token;
             }
         })?;
