@@ -4,6 +4,7 @@
 //! The admin server only dispatches: the methods and the metrics come from the registries the
 //! modules filled in ([`geosip_core::rpc::RpcRegistry`], [`geosip_core::metrics::Registry`]).
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::net::SocketAddr;
 
@@ -46,7 +47,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(admin)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(admin))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Binds the admin listener.
@@ -56,7 +59,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 
 async fn metrics(State(a): State<Admin>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         a.metrics.render_prometheus(),
     )
         .into_response()
@@ -107,7 +113,11 @@ async fn call_one(a: &Admin, r: Value) -> Option<Value> {
     };
     let id = o.get("id").cloned();
     let Some(method) = o.get("method").and_then(|m| m.as_str()) else {
-        return Some(error_obj(id.unwrap_or(Value::Null), -32600, "missing method"));
+        return Some(error_obj(
+            id.unwrap_or(Value::Null),
+            -32600,
+            "missing method",
+        ));
     };
     let params = match o.get("params") {
         None | Some(Value::Null) => Vec::new(),
@@ -119,7 +129,9 @@ async fn call_one(a: &Admin, r: Value) -> Option<Value> {
     let id = id?;
     Some(match res {
         Ok(v) => json!({"jsonrpc": "2.0", "id": id, "result": v}),
-        Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}}),
+        Err(e) => {
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}})
+        }
     })
 }
 

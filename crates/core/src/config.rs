@@ -54,7 +54,11 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".into(), bad_message_per_minute: 5 }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+            bad_message_per_minute: 5,
+        }
     }
 }
 

@@ -27,7 +27,13 @@ pub struct RxInfo {
 impl RxInfo {
     /// The receive metadata of a [`Received`].
     pub fn of(rx: &Received) -> Self {
-        RxInfo { src: rx.src, proto: rx.proto, socket: rx.socket, local: rx.local, conn: rx.conn }
+        RxInfo {
+            src: rx.src,
+            proto: rx.proto,
+            socket: rx.socket,
+            local: rx.local,
+            conn: rx.conn,
+        }
     }
 }
 
@@ -82,7 +88,14 @@ pub struct Target {
 impl Target {
     /// A target with just a Request-URI, q = 1.0.
     pub fn uri(uri: Bytes) -> Self {
-        Target { uri, dst_uri: None, path: None, q: 1000, socket: None, flags: 0 }
+        Target {
+            uri,
+            dst_uri: None,
+            path: None,
+            q: 1000,
+            socket: None,
+            flags: 0,
+        }
     }
 }
 
@@ -192,7 +205,11 @@ impl MsgCtx {
         v.push(Target {
             uri: match &self.new_ruri {
                 Some(u) => u.clone(),
-                None => self.msg.request_uri_bytes().map(Bytes::copy_from_slice).unwrap_or_default(),
+                None => self
+                    .msg
+                    .request_uri_bytes()
+                    .map(Bytes::copy_from_slice)
+                    .unwrap_or_default(),
             },
             dst_uri: self.dst_uri.clone(),
             path: self.ruri_path.clone(),

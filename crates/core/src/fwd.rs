@@ -153,7 +153,10 @@ impl Core {
         if msg.request_uri_bytes() != Some(&t.uri[..]) {
             edits.set_request_uri(msg, &t.uri);
         }
-        let mf = msg.max_forwards().map(|m| m.saturating_sub(1)).unwrap_or(70);
+        let mf = msg
+            .max_forwards()
+            .map(|m| m.saturating_sub(1))
+            .unwrap_or(70);
         edits.set_max_forwards(msg, mf);
         if let Some(p) = &t.path {
             edits.add_route_top(msg, p);
@@ -197,7 +200,13 @@ impl Core {
             let branch = self.stateless_branch(&ctx.msg, &t.uri, i);
             let res = with_out_buf(|buf| {
                 self.build_request(ctx, t, &sock, &branch, &ctx.edits, buf);
-                self.send(&Destination { socket: Some(sock.id), ..dst }, buf)
+                self.send(
+                    &Destination {
+                        socket: Some(sock.id),
+                        ..dst
+                    },
+                    buf,
+                )
             });
             match res {
                 Ok(()) => {
@@ -207,12 +216,21 @@ impl Core {
                 Err(e) => last_err = Some(ForwardError::Send(e)),
             }
         }
-        if ctx.relayed { Ok(()) } else { Err(last_err.unwrap_or(ForwardError::NoSocket)) }
+        if ctx.relayed {
+            Ok(())
+        } else {
+            Err(last_err.unwrap_or(ForwardError::NoSocket))
+        }
     }
 
     /// A branch for stateless forwarding: a hash of the incoming top Via (which carries the
     /// previous hop's branch), the target and a per-process secret.
-    pub fn stateless_branch(&self, msg: &SipMessage, target: &[u8], i: usize) -> SmallVec<[u8; 32]> {
+    pub fn stateless_branch(
+        &self,
+        msg: &SipMessage,
+        target: &[u8],
+        i: usize,
+    ) -> SmallVec<[u8; 32]> {
         let via = msg.header(HeaderName::Via).unwrap_or(b"");
         let mut h = xxhash_rust::xxh3::Xxh3::with_seed(self.secret);
         h.update(via);
@@ -279,7 +297,16 @@ impl Core {
         body: Option<(&[u8], &[u8])>,
     ) -> Result<(), SendError> {
         let r = with_out_buf(|buf| {
-            let dst = self.write_reply(&ctx.msg, &ctx.rx, &ctx.via_stamp, status, reason, headers, body, buf)?;
+            let dst = self.write_reply(
+                &ctx.msg,
+                &ctx.rx,
+                &ctx.via_stamp,
+                status,
+                reason,
+                headers,
+                body,
+                buf,
+            )?;
             self.send(&dst, buf)
         });
         if r.is_ok() {
@@ -339,7 +366,9 @@ pub fn stamp_top_via(msg: &SipMessage, stamp: &ViaStamp, edits: &mut Edits) {
     }
     let Some(via) = msg.top_via() else { return };
     let raw = via.raw();
-    let Some(start) = offset_in(msg.as_bytes(), raw) else { return };
+    let Some(start) = offset_in(msg.as_bytes(), raw) else {
+        return;
+    };
     let mut v: SmallVec<[u8; 256]> = SmallVec::new();
     // Rebuild: sent-protocol and sent-by as received, then every param except the ones we set.
     let params = via.params();
@@ -392,7 +421,9 @@ pub fn is_uri_myself(core: &Core, uri: &[u8]) -> bool {
 
 /// A `Bytes` copy of the Request-URI.
 pub fn ruri_bytes(msg: &SipMessage) -> Bytes {
-    msg.request_uri_bytes().map(Bytes::copy_from_slice).unwrap_or_default()
+    msg.request_uri_bytes()
+        .map(Bytes::copy_from_slice)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -410,18 +441,30 @@ mod stamp_tests {
         let mut out = Vec::new();
         msg.write_with(&e, &mut out);
         let s = String::from_utf8(out).unwrap();
-        s.lines().find(|l| l.starts_with("Via:")).unwrap().to_string()
+        s.lines()
+            .find(|l| l.starts_with("Via:"))
+            .unwrap()
+            .to_string()
     }
 
     #[test]
     fn the_stamp_keeps_sent_by_and_params_and_sets_received_and_rport() {
-        let st = ViaStamp { received: Some("192.0.2.1".parse().unwrap()), rport: Some(40733) };
+        let st = ViaStamp {
+            received: Some("192.0.2.1".parse().unwrap()),
+            rport: Some(40733),
+        };
         assert_eq!(
             stamped("SIP/2.0/UDP 10.0.0.1:40733;branch=z9hG4bK1;rport", st),
             "Via: SIP/2.0/UDP 10.0.0.1:40733;branch=z9hG4bK1;received=192.0.2.1;rport=40733"
         );
         assert_eq!(
-            stamped("SIP/2.0/UDP 10.0.0.1:5060 ;branch=z9hG4bK1", ViaStamp { received: None, rport: Some(7) }),
+            stamped(
+                "SIP/2.0/UDP 10.0.0.1:5060 ;branch=z9hG4bK1",
+                ViaStamp {
+                    received: None,
+                    rport: Some(7)
+                }
+            ),
             "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=7"
         );
     }

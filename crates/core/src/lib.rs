@@ -5,6 +5,7 @@
 //! Modules (`modules/*`) depend on this crate, never on each other's internals; the binary
 //! wires them together.
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
 pub mod ctx;
@@ -58,7 +59,13 @@ pub struct Core {
 
 impl Core {
     /// Assembles the core around bound transports.
-    pub fn new(cfg: CoreConfig, transports: Transports, metrics: Registry, rpc: RpcRegistry, bad_per_minute: u32) -> Self {
+    pub fn new(
+        cfg: CoreConfig,
+        transports: Transports,
+        metrics: Registry,
+        rpc: RpcRegistry,
+        bad_per_minute: u32,
+    ) -> Self {
         let myself = Myself::new(transports.sockets(), cfg.advertise.as_deref(), &cfg.domains);
         let stats = Arc::new(CoreStats::default());
         stats.register(&metrics, VERSION);

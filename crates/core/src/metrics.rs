@@ -112,7 +112,9 @@ impl Registry {
     /// Registers a collector under a group name (used by `stats.get GROUP`; Kamailio groups
     /// statistics by module: `core`, `tm`, `usrloc`...).
     pub fn register(&self, group: &str, f: impl Fn(&mut dyn Sink) + Send + Sync + 'static) {
-        self.collectors.write().push((group.to_string(), Box::new(f)));
+        self.collectors
+            .write()
+            .push((group.to_string(), Box::new(f)));
     }
 
     /// Prometheus text exposition format 0.0.4.
@@ -156,7 +158,10 @@ impl Registry {
                 let _ = writeln!(self.out, " {value}");
             }
         }
-        let mut p = P { out: String::with_capacity(8192), name: String::new() };
+        let mut p = P {
+            out: String::with_capacity(8192),
+            name: String::new(),
+        };
         for (_, c) in self.collectors.read().iter() {
             c(&mut p);
         }
@@ -190,7 +195,11 @@ impl Registry {
                 self.out.push((k, value));
             }
         }
-        let mut f = F { out: Vec::new(), prefix: String::new(), name: String::new() };
+        let mut f = F {
+            out: Vec::new(),
+            prefix: String::new(),
+            name: String::new(),
+        };
         for (g, c) in self.collectors.read().iter() {
             if group.is_empty() || group == "all" || group == g {
                 f.prefix = g.clone();
@@ -212,14 +221,21 @@ mod tests {
         c.add(3);
         let c2 = Arc::clone(&c);
         r.register("core", move |s| {
-            s.family(Family { name: "geosip_x_total", help: "x", kind: Kind::Counter });
+            s.family(Family {
+                name: "geosip_x_total",
+                help: "x",
+                kind: Kind::Counter,
+            });
             s.sample(&[("method", "IN\"VITE")], c2.get() as f64);
         });
         let text = r.render_prometheus();
         assert!(text.contains("# TYPE geosip_x_total counter"));
         assert!(text.contains("geosip_x_total{method=\"IN\\\"VITE\"} 3"));
         let flat = r.flat("core");
-        assert_eq!(flat, vec![("core.x_total{method=IN\"VITE}".to_string(), 3.0)]);
+        assert_eq!(
+            flat,
+            vec![("core.x_total{method=IN\"VITE}".to_string(), 3.0)]
+        );
         assert!(r.flat("tm").is_empty());
     }
 }

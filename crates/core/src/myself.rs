@@ -22,8 +22,10 @@ impl Myself {
         if let Some(a) = advertise {
             names.push(a.to_ascii_lowercase().into_bytes());
         }
-        let sockets: Vec<(Proto, IpAddr, u16)> =
-            sockets.iter().map(|s| (s.proto, s.addr.ip(), s.addr.port())).collect();
+        let sockets: Vec<(Proto, IpAddr, u16)> = sockets
+            .iter()
+            .map(|s| (s.proto, s.addr.ip(), s.addr.port()))
+            .collect();
         // A socket bound to 127.0.0.1 is also reached as "localhost".
         if sockets.iter().any(|s| s.1.is_loopback()) {
             names.push(b"localhost".to_vec());
@@ -31,16 +33,25 @@ impl Myself {
         Myself {
             sockets,
             names,
-            domains: domains.iter().map(|d| d.to_ascii_lowercase().into_bytes()).collect(),
+            domains: domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase().into_bytes())
+                .collect(),
         }
     }
 
     fn host_is_mine(&self, host: &Host<'_>) -> bool {
         if let Some(ip) = host.ip() {
-            return self.sockets.iter().any(|s| s.1 == ip || (s.1.is_unspecified() && s.1.is_ipv4() == ip.is_ipv4()));
+            return self
+                .sockets
+                .iter()
+                .any(|s| s.1 == ip || (s.1.is_unspecified() && s.1.is_ipv4() == ip.is_ipv4()));
         }
         let h = host.raw();
-        self.names.iter().chain(self.domains.iter()).any(|n| n.eq_ignore_ascii_case(h))
+        self.names
+            .iter()
+            .chain(self.domains.iter())
+            .any(|n| n.eq_ignore_ascii_case(h))
     }
 
     /// Whether `host[:port]` names this server (port `None` = the default 5060/5061).
@@ -54,7 +65,11 @@ impl Myself {
 
     /// Whether a SIP URI points at this server (loose routing, requests to the server itself).
     pub fn is_myself_uri(&self, uri: &Uri<'_>) -> bool {
-        self.is_myself(&uri.host(), uri.port(), uri.scheme_raw().eq_ignore_ascii_case(b"sips"))
+        self.is_myself(
+            &uri.host(),
+            uri.port(),
+            uri.scheme_raw().eq_ignore_ascii_case(b"sips"),
+        )
     }
 
     /// Whether `host` is a domain this server serves (registrar AOR check): one of
@@ -80,7 +95,11 @@ mod tests {
     use sip_transport::SocketId;
 
     fn me() -> Myself {
-        let s = vec![ListenSocket { id: SocketId(0), proto: Proto::Udp, addr: "127.0.0.1:5070".parse().unwrap() }];
+        let s = vec![ListenSocket {
+            id: SocketId(0),
+            proto: Proto::Udp,
+            addr: "127.0.0.1:5070".parse().unwrap(),
+        }];
         Myself::new(&s, Some("proxy.example.com"), &["example.com".into()])
     }
 

@@ -50,11 +50,14 @@ impl NextHopError {
 const DNS_TTL: Duration = Duration::from_secs(60);
 const DNS_CACHE_MAX: usize = 10_000;
 
+/// Cache key (lower-case host, port) → resolved address (or `None`: negative entry) and when.
+type DnsCache = HashMap<(Vec<u8>, u16), (Option<SocketAddr>, Instant)>;
+
 /// A small positive/negative cache in front of the system resolver (A/AAAA), so the hot path
 /// does not block on DNS for every request to a named host.
 #[derive(Default)]
 pub struct Resolver {
-    cache: Mutex<HashMap<(Vec<u8>, u16), (Option<SocketAddr>, Instant)>>,
+    cache: Mutex<DnsCache>,
 }
 
 impl Resolver {
@@ -106,7 +109,9 @@ pub fn uri_destination(uri_raw: &[u8], resolver: &Resolver) -> Result<Destinatio
         return Err(NextHopError::UnsupportedScheme);
     }
     let proto = uri_proto(&uri)?;
-    let port = uri.port().unwrap_or(if proto == Proto::Tls { 5061 } else { 5060 });
+    let port = uri
+        .port()
+        .unwrap_or(if proto == Proto::Tls { 5061 } else { 5060 });
     let maddr;
     let host = match uri.maddr() {
         Some(m) => {
@@ -115,8 +120,15 @@ pub fn uri_destination(uri_raw: &[u8], resolver: &Resolver) -> Result<Destinatio
         }
         None => uri.host(),
     };
-    let addr = resolver.resolve(&host, port).ok_or(NextHopError::Unresolvable)?;
-    Ok(Destination { proto, addr, conn: None, socket: None })
+    let addr = resolver
+        .resolve(&host, port)
+        .ok_or(NextHopError::Unresolvable)?;
+    Ok(Destination {
+        proto,
+        addr,
+        conn: None,
+        socket: None,
+    })
 }
 
 /// Where to send a response to a request received as `rx` with top Via `via`
@@ -124,13 +136,23 @@ pub fn uri_destination(uri_raw: &[u8], resolver: &Resolver) -> Result<Destinatio
 /// (`received`), at the source port when rport applies (RFC 3581) or the sent-by port.
 pub fn reply_destination(rx: &RxInfo, via: &Via<'_>, stamp: &ViaStamp) -> Destination {
     if rx.proto.is_reliable() {
-        return Destination { proto: rx.proto, addr: rx.src, conn: rx.conn, socket: Some(rx.socket) };
+        return Destination {
+            proto: rx.proto,
+            addr: rx.src,
+            conn: rx.conn,
+            socket: Some(rx.socket),
+        };
     }
     let port = match stamp.rport {
         Some(p) => p,
         None => via.port().unwrap_or(5060),
     };
-    Destination { proto: rx.proto, addr: SocketAddr::new(rx.src.ip(), port), conn: None, socket: Some(rx.socket) }
+    Destination {
+        proto: rx.proto,
+        addr: SocketAddr::new(rx.src.ip(), port),
+        conn: None,
+        socket: Some(rx.socket),
+    }
 }
 
 /// Where to forward a response whose (new) top Via is `via`: `received` (or the sent-by
@@ -143,11 +165,20 @@ pub fn via_destination(via: &Via<'_>, resolver: &Resolver) -> Option<Destination
         sip_msg::Rport::Value(p) => p,
         _ => via.port().unwrap_or(port_default),
     };
-    let addr = match via.received().and_then(|r| std::str::from_utf8(r).ok()).and_then(|r| r.parse::<IpAddr>().ok()) {
+    let addr = match via
+        .received()
+        .and_then(|r| std::str::from_utf8(r).ok())
+        .and_then(|r| r.parse::<IpAddr>().ok())
+    {
         Some(ip) => SocketAddr::new(ip, port),
         None => resolver.resolve(&via.host(), port)?,
     };
-    Some(Destination { proto, addr, conn: None, socket: None })
+    Some(Destination {
+        proto,
+        addr,
+        conn: None,
+        socket: None,
+    })
 }
 
 #[cfg(test)]
@@ -163,8 +194,14 @@ mod tests {
         assert_eq!(d.addr, "192.0.2.7:5060".parse().unwrap());
         let d = uri_destination(b"sip:[2001:db8::1]:5080", &r).unwrap();
         assert_eq!(d.addr, "[2001:db8::1]:5080".parse().unwrap());
-        assert_eq!(uri_destination(b"tel:+123", &r).unwrap_err(), NextHopError::UnsupportedScheme);
-        assert_eq!(uri_destination(b"sip:a@b;transport=foo", &r).unwrap_err(), NextHopError::UnsupportedTransport);
+        assert_eq!(
+            uri_destination(b"tel:+123", &r).unwrap_err(),
+            NextHopError::UnsupportedScheme
+        );
+        assert_eq!(
+            uri_destination(b"sip:a@b;transport=foo", &r).unwrap_err(),
+            NextHopError::UnsupportedTransport
+        );
     }
 
     #[test]
@@ -178,22 +215,37 @@ mod tests {
         };
         let via = Via::parse(b"SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bK1").unwrap();
         let no = ViaStamp::compute(&via, rx.src, false);
-        assert_eq!(reply_destination(&rx, &via, &no).addr, "192.0.2.9:5062".parse().unwrap());
+        assert_eq!(
+            reply_destination(&rx, &via, &no).addr,
+            "192.0.2.9:5062".parse().unwrap()
+        );
         let forced = ViaStamp::compute(&via, rx.src, true);
-        assert_eq!(reply_destination(&rx, &via, &forced).addr, "192.0.2.9:40000".parse().unwrap());
+        assert_eq!(
+            reply_destination(&rx, &via, &forced).addr,
+            "192.0.2.9:40000".parse().unwrap()
+        );
         let via = Via::parse(b"SIP/2.0/UDP 10.0.0.1:5062;rport;branch=z9hG4bK1").unwrap();
         let asked = ViaStamp::compute(&via, rx.src, false);
-        assert_eq!(reply_destination(&rx, &via, &asked).addr, "192.0.2.9:40000".parse().unwrap());
+        assert_eq!(
+            reply_destination(&rx, &via, &asked).addr,
+            "192.0.2.9:40000".parse().unwrap()
+        );
     }
 
     #[test]
     fn a_response_is_forwarded_to_the_received_and_rport_of_the_next_via() {
         let r = Resolver::new();
-        let via = Via::parse(b"SIP/2.0/UDP pc.example.com:5062;received=192.0.2.3;rport=3333;branch=z9hG4bK1").unwrap();
+        let via = Via::parse(
+            b"SIP/2.0/UDP pc.example.com:5062;received=192.0.2.3;rport=3333;branch=z9hG4bK1",
+        )
+        .unwrap();
         let d = via_destination(&via, &r).unwrap();
         assert_eq!(d.addr, "192.0.2.3:3333".parse().unwrap());
         let via = Via::parse(b"SIP/2.0/TCP 192.0.2.4;branch=z9hG4bK1").unwrap();
         let d = via_destination(&via, &r).unwrap();
-        assert_eq!((d.proto, d.addr), (Proto::Tcp, "192.0.2.4:5060".parse().unwrap()));
+        assert_eq!(
+            (d.proto, d.addr),
+            (Proto::Tcp, "192.0.2.4:5060".parse().unwrap())
+        );
     }
 }

@@ -22,7 +22,10 @@ pub struct LogLimiter {
 impl LogLimiter {
     /// At most `per_minute` lines per source per minute.
     pub fn new(per_minute: u32) -> Self {
-        LogLimiter { per_window: per_minute, seen: Mutex::new(HashMap::new()) }
+        LogLimiter {
+            per_window: per_minute,
+            seen: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Whether to log about `src` now. Returns `Some(suppressed)` when allowed, where

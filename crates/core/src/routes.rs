@@ -37,11 +37,23 @@ pub trait RouteHooks: Send + Sync {
     /// `ctx`, when every branch has a final non-2xx response. The script may add branches and
     /// relay again (serial forking) or reply; `reply` is the winning reply, when one was
     /// received (not for a local 408).
-    fn failure_route(&self, name: &str, ctx: &mut MsgCtx, info: FailureInfo, reply: Option<&SipMessage>);
+    fn failure_route(
+        &self,
+        name: &str,
+        ctx: &mut MsgCtx,
+        info: FailureInfo,
+        reply: Option<&SipMessage>,
+    );
 
     /// Runs branch route `name` for one outgoing branch before it is sent. Changes to
     /// `target` and `edits` apply to that branch only. Returns false to drop the branch.
-    fn branch_route(&self, name: &str, ctx: &MsgCtx, target: &mut Target, edits: &mut Edits) -> bool;
+    fn branch_route(
+        &self,
+        name: &str,
+        ctx: &MsgCtx,
+        target: &mut Target,
+        edits: &mut Edits,
+    ) -> bool;
 
     /// Runs reply route `name` (`onreply_route[name]`, or the global `reply_route` when `name`
     /// is empty) for a reply received on a branch. Returns false to drop the reply (only

@@ -24,15 +24,24 @@ pub struct RpcError {
 impl RpcError {
     /// Invalid parameters (-32602), with a message saying what is expected.
     pub fn invalid_params(msg: impl Into<String>) -> Self {
-        RpcError { code: -32602, message: msg.into() }
+        RpcError {
+            code: -32602,
+            message: msg.into(),
+        }
     }
     /// The method exists but failed (-32000).
     pub fn failed(msg: impl Into<String>) -> Self {
-        RpcError { code: -32000, message: msg.into() }
+        RpcError {
+            code: -32000,
+            message: msg.into(),
+        }
     }
     /// No such method (-32601).
     pub fn not_found(name: &str) -> Self {
-        RpcError { code: -32601, message: format!("method `{name}` not found; `geosip ctl rpc.list` lists them") }
+        RpcError {
+            code: -32601,
+            message: format!("method `{name}` not found; `geosip ctl rpc.list` lists them"),
+        }
     }
 }
 
@@ -101,7 +110,11 @@ impl RpcRegistry {
     ) {
         self.methods.write().insert(
             name.to_string(),
-            Entry { usage: usage.to_string(), help: help.to_string(), f: Arc::new(f) },
+            Entry {
+                usage: usage.to_string(),
+                help: help.to_string(),
+                f: Arc::new(f),
+            },
         );
     }
 
@@ -127,8 +140,14 @@ impl RpcRegistry {
 pub fn param_str<'a>(p: &'a [Value], i: usize, name: &str) -> Result<&'a str, RpcError> {
     match p.get(i) {
         Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(RpcError::invalid_params(format!("parameter {} ({name}) must be a string, got {other}", i + 1))),
-        None => Err(RpcError::invalid_params(format!("missing parameter {} ({name})", i + 1))),
+        Some(other) => Err(RpcError::invalid_params(format!(
+            "parameter {} ({name}) must be a string, got {other}",
+            i + 1
+        ))),
+        None => Err(RpcError::invalid_params(format!(
+            "missing parameter {} ({name})",
+            i + 1
+        ))),
     }
 }
 
@@ -144,7 +163,9 @@ mod tests {
     #[test]
     fn registered_method_is_called_with_positional_params_and_unknown_methods_say_so() {
         let r = RpcRegistry::new();
-        r.register("echo.first", "X", "echo", |p| Ok(Value::String(param_str(p, 0, "X")?.to_string())));
+        r.register("echo.first", "X", "echo", |p| {
+            Ok(Value::String(param_str(p, 0, "X")?.to_string()))
+        });
         let rt = tokio_free_block_on(r.call("echo.first", vec![Value::String("a".into())]));
         assert_eq!(rt, Ok(Value::String("a".into())));
         let e = tokio_free_block_on(r.call("nope", vec![])).unwrap_err();

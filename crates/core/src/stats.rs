@@ -9,8 +9,21 @@ use crate::metrics::{Counter, Family, Kind, Registry, Sink};
 
 /// Methods with their own counter; everything else is `other`.
 pub const METHODS: [&str; 15] = [
-    "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "UPDATE", "PRACK", "SUBSCRIBE",
-    "NOTIFY", "MESSAGE", "REFER", "PUBLISH", "other",
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "REGISTER",
+    "OPTIONS",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "MESSAGE",
+    "REFER",
+    "PUBLISH",
+    "other",
 ];
 
 /// Counter index of a method.

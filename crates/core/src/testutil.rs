@@ -20,8 +20,14 @@ pub fn core_on(listen: &[&str], cfg: CoreConfig) -> (Arc<Core>, tokio::runtime::
         .enable_all()
         .build()
         .expect("runtime");
-    let specs: Vec<ListenSpec> = listen.iter().map(|s| s.parse().expect("listen spec")).collect();
-    let tcfg = TransportConfig { udp_workers: 1, ..TransportConfig::default() };
+    let specs: Vec<ListenSpec> = listen
+        .iter()
+        .map(|s| s.parse().expect("listen spec"))
+        .collect();
+    let tcfg = TransportConfig {
+        udp_workers: 1,
+        ..TransportConfig::default()
+    };
     let t = Transports::bind(tcfg, &specs, rt.handle().clone()).expect("bind");
     let core = Core::new(cfg, t, Registry::new(), RpcRegistry::new(), 5);
     (Arc::new(core), rt)

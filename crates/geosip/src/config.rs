@@ -52,7 +52,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: "127.0.0.1:5080".into() }
+        AdminConfig {
+            listen: "127.0.0.1:5080".into(),
+        }
     }
 }
 
@@ -100,7 +102,10 @@ pub fn load(file: Option<&Path>, sets: &[String]) -> Result<Loaded, ConfigError>
             e.message().trim_end()
         ))
     })?;
-    Ok(Loaded { config, file: file.map(Path::to_path_buf) })
+    Ok(Loaded {
+        config,
+        file: file.map(Path::to_path_buf),
+    })
 }
 
 fn located(name: &str, text: &str, e: &toml::de::Error) -> ConfigError {
@@ -121,7 +126,9 @@ fn located(name: &str, text: &str, e: &toml::de::Error) -> ConfigError {
 /// (`true`, `5`, `"x"`, `["a","b"]`) and, if that fails, taken as a plain string.
 fn apply_set(table: &mut toml::Table, s: &str) -> Result<(), ConfigError> {
     let (path, raw) = s.split_once('=').ok_or_else(|| {
-        ConfigError(format!("--set {s}: expected SECTION.KEY=VALUE, e.g. --set core.force_rport=false"))
+        ConfigError(format!(
+            "--set {s}: expected SECTION.KEY=VALUE, e.g. --set core.force_rport=false"
+        ))
     })?;
     let path: Vec<&str> = path.trim().split('.').collect();
     if path.len() < 2 || path.iter().any(|p| p.is_empty()) {
@@ -180,7 +187,11 @@ mod tests {
 
     #[test]
     fn set_overrides_a_key_and_reads_toml_values() {
-        let c = load_str("[core]\nforce_rport = true\n", &["core.force_rport=false", "admin.listen=127.0.0.1:9"]).unwrap();
+        let c = load_str(
+            "[core]\nforce_rport = true\n",
+            &["core.force_rport=false", "admin.listen=127.0.0.1:9"],
+        )
+        .unwrap();
         assert!(!c.core.force_rport);
         assert_eq!(c.admin.listen, "127.0.0.1:9");
     }
@@ -196,7 +207,10 @@ mod tests {
     fn the_embedded_default_forces_rport_and_listens_on_udp_and_tcp() {
         let c = load(None, &[]).unwrap().config;
         assert!(c.core.force_rport);
-        assert_eq!(c.core.listen, vec!["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]);
+        assert_eq!(
+            c.core.listen,
+            vec!["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+        );
         assert_eq!(c.admin.listen, "127.0.0.1:5080");
     }
 }

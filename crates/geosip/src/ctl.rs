@@ -11,7 +11,8 @@ use serde_json::Value;
 /// Calls `method` with positional string `args` on the admin server at `admin`.
 pub fn call(admin: &str, method: &str, args: &[String]) -> anyhow::Result<Value> {
     let params: Vec<Value> = args.iter().map(|a| Value::String(a.clone())).collect();
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        .to_string();
     let addr = admin
         .to_socket_addrs()
         .with_context(|| format!("admin address `{admin}` is not HOST:PORT"))?
@@ -34,11 +35,15 @@ pub fn call(admin: &str, method: &str, args: &[String]) -> anyhow::Result<Value>
     let head = String::from_utf8_lossy(&resp[..split]);
     let mut payload = &resp[split + 4..];
     let chunked;
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         chunked = dechunk(payload);
         payload = &chunked;
     }
-    let v: Value = serde_json::from_slice(payload).context("admin interface did not answer JSON")?;
+    let v: Value =
+        serde_json::from_slice(payload).context("admin interface did not answer JSON")?;
     if let Some(e) = v.get("error") {
         bail!(
             "{} (code {})",
@@ -51,8 +56,7 @@ pub fn call(admin: &str, method: &str, args: &[String]) -> anyhow::Result<Value>
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
         if n == 0 || b.len() < eol + 2 + n {
             break;
@@ -124,7 +128,10 @@ mod tests {
     fn nested_results_render_as_aligned_indented_lines() {
         let v = serde_json::json!({"aor": "sip:a@b", "contacts": [{"uri": "sip:a@1.2.3.4", "q": 1.0}], "n": 1});
         let s = render(&v);
-        assert!(s.contains("aor  sip:a@b"), "{s}");
-        assert!(s.contains("contacts:\n  -\n    uri  sip:a@1.2.3.4"), "{s}");
+        assert!(s.contains("aor       sip:a@b\n"), "{s}");
+        assert!(
+            s.contains("contacts:\n  -\n    q    1.0\n    uri  sip:a@1.2.3.4\n"),
+            "{s}"
+        );
     }
 }

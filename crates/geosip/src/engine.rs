@@ -65,7 +65,12 @@ impl Engine {
                         let stamp = ViaStamp::compute(&via, info.src, self.core.cfg.force_rport);
                         geosip_core::out::reply_destination(&info, &via, &stamp)
                     }
-                    None => Destination { proto: info.proto, addr: info.src, conn: info.conn, socket: Some(info.socket) },
+                    None => Destination {
+                        proto: info.proto,
+                        addr: info.src,
+                        conn: info.conn,
+                        socket: Some(info.socket),
+                    },
                 };
                 let tag = self.core.local_to_tag(&msg);
                 let sent = geosip_core::fwd::with_out_buf(|buf| {
@@ -119,7 +124,9 @@ impl Engine {
             stats.dropped_replies.inc();
             return;
         }
-        let Some(msg) = self.tm.on_reply(msg, info) else { return };
+        let Some(msg) = self.tm.on_reply(msg, info) else {
+            return;
+        };
         // No transaction: a stateless forward of ours (or a late 2xx retransmission).
         if !self.core.forward_reply_stateless(&msg) {
             stats.dropped_replies.inc();
@@ -157,7 +164,13 @@ impl Handler for Engine {
         }
     }
 
-    fn on_batch(&self, worker: usize, received: usize, capacity: usize, queued: std::time::Duration) {
+    fn on_batch(
+        &self,
+        worker: usize,
+        received: usize,
+        capacity: usize,
+        queued: std::time::Duration,
+    ) {
         let now = Instant::now();
         let o = self.protect.overload();
         o.report_batch(worker, received, capacity, now);
@@ -166,6 +179,14 @@ impl Handler for Engine {
 
     fn on_rejected(&self, src: std::net::SocketAddr, proto: Proto, reason: &'static str) {
         self.core.stats.parse_error(reason);
-        self.log_bad(src, if proto == Proto::Udp { "datagram rejected" } else { "stream message rejected" }, reason);
+        self.log_bad(
+            src,
+            if proto == Proto::Udp {
+                "datagram rejected"
+            } else {
+                "stream message rejected"
+            },
+            reason,
+        );
     }
 }

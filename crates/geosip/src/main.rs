@@ -1,5 +1,6 @@
 //! `geosip`: SIP proxy, registrar, location service, load balancer and router in one binary.
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod config;
 mod ctl;
@@ -13,7 +14,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "geosip", version, about = "Carrier-grade SIP proxy, registrar and router")]
+#[command(
+    name = "geosip",
+    version,
+    about = "Carrier-grade SIP proxy, registrar and router"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -107,7 +112,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Ctl { admin, json, method, args } => match ctl::call(&admin, &method, &args) {
+        Cmd::Ctl {
+            admin,
+            json,
+            method,
+            args,
+        } => match ctl::call(&admin, &method, &args) {
             Ok(v) => {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());

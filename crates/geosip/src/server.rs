@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use geosip_auth::{Auth, Subscribers};
 use geosip_core::Core;
 use geosip_core::metrics::Registry;
 use geosip_core::rpc::{RpcError, RpcRegistry};
 use geosip_htable::Htable;
 use geosip_lua::{Modules, ScriptEngine};
-use geosip_auth::{Auth, Subscribers};
 use geosip_pike::Protect;
 use geosip_registrar::Registrar;
 use geosip_tm::Tm;
@@ -38,7 +38,11 @@ fn base_dir(file: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// Loads the configuration with the CLI overrides of `run` applied.
-fn load_config(common: &CommonOpts, listen: &[String], admin: Option<&str>) -> anyhow::Result<config::Loaded> {
+fn load_config(
+    common: &CommonOpts,
+    listen: &[String],
+    admin: Option<&str>,
+) -> anyhow::Result<config::Loaded> {
     let mut loaded = config::load(common.config.as_deref(), &common.sets)?;
     if !listen.is_empty() {
         loaded.config.core.listen = listen.to_vec();
@@ -56,14 +60,20 @@ fn listen_specs(cfg: &Config) -> anyhow::Result<Vec<ListenSpec>> {
     cfg.core
         .listen
         .iter()
-        .map(|s| s.parse::<ListenSpec>().map_err(|e| anyhow::anyhow!("core.listen: {e}")))
+        .map(|s| {
+            s.parse::<ListenSpec>()
+                .map_err(|e| anyhow::anyhow!("core.listen: {e}"))
+        })
         .collect()
 }
 
 fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("GEOSIP_LOG").unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("GEOSIP_LOG").unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match cfg.log.format {
         geosip_core::config::LogFormat::Json => b.json().try_init(),
         geosip_core::config::LogFormat::Text => b.try_init(),
@@ -76,26 +86,56 @@ pub fn check_config(file: &Path, sets: &[String]) -> anyhow::Result<()> {
     let cfg = &loaded.config;
     listen_specs(cfg)?;
     // Load the script against a core with no sockets so its errors are reported with line.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let transports = Transports::bind(cfg.transport.clone(), &[], rt.handle().clone())?;
-    let core = Arc::new(Core::new(cfg.core.clone(), transports, Registry::new(), RpcRegistry::new(), 1));
+    let core = Arc::new(Core::new(
+        cfg.core.clone(),
+        transports,
+        Registry::new(),
+        RpcRegistry::new(),
+        1,
+    ));
     let tm = Tm::new(Arc::clone(&core), cfg.tm.clone());
     let location = Arc::new(Location::memory(cfg.usrloc.clone()));
     let registrar = Registrar::new(Arc::clone(&core), location, cfg.registrar.clone());
-    cfg.registrar.validate().map_err(|e| anyhow::anyhow!("{}: [registrar] {e}", file.display()))?;
+    cfg.registrar
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: [registrar] {e}", file.display()))?;
     let protect = Arc::new(
-        Protect::new(cfg.pike.clone(), cfg.ratelimit.clone(), cfg.overload.clone())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+        Protect::new(
+            cfg.pike.clone(),
+            cfg.ratelimit.clone(),
+            cfg.overload.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
     );
-    let io = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let io = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let scratch = std::env::temp_dir().join(format!("geosip-check-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
-    let check_auth = geosip_auth::AuthConfig { db_url: "sqlite:".into(), read_db_url: String::new(), ..cfg.auth.clone() };
-    let subs = Subscribers::open_lazy(&check_auth, &scratch, io.handle().clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let check_auth = geosip_auth::AuthConfig {
+        db_url: "sqlite:".into(),
+        read_db_url: String::new(),
+        ..cfg.auth.clone()
+    };
+    let subs = Subscribers::open_lazy(&check_auth, &scratch, io.handle().clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let auth = Arc::new(
-        Auth::new(cfg.auth.clone(), subs, Some(Arc::clone(&protect))).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+        Auth::new(cfg.auth.clone(), subs, Some(Arc::clone(&protect)))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
     );
-    let mods = Modules { core, htable: Arc::new(Htable::new(cfg.htable.clone())), tm, registrar, auth, protect };
+    let mods = Modules {
+        core,
+        htable: Arc::new(Htable::new(cfg.htable.clone())),
+        tm,
+        registrar,
+        auth,
+        protect,
+    };
     ScriptEngine::check(cfg.script.clone(), base_dir(Some(file)).as_deref(), mods)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
@@ -106,7 +146,11 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
     let loaded = load_config(&opts.common, &opts.listen, opts.admin.as_deref())?;
     let cfg = loaded.config.clone();
     init_logging(&cfg);
-    let data_dir = opts.common.data_dir.clone().unwrap_or_else(|| PathBuf::from("geosip-data"));
+    let data_dir = opts
+        .common
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("geosip-data"));
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
 
@@ -128,22 +172,35 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
             .listen
             .parse()
             .with_context(|| format!("admin.listen `{}` is not IP:PORT", cfg.admin.listen))?;
-        Some(rt.block_on(geosip_admin::bind(addr)).with_context(|| format!("cannot bind the admin interface on {addr}"))?)
+        Some(
+            rt.block_on(geosip_admin::bind(addr))
+                .with_context(|| format!("cannot bind the admin interface on {addr}"))?,
+        )
     };
 
     let metrics = Registry::new();
     let rpc = RpcRegistry::new();
-    let core = Arc::new(Core::new(cfg.core.clone(), transports.clone(), metrics.clone(), rpc.clone(), cfg.log.bad_message_per_minute));
+    let core = Arc::new(Core::new(
+        cfg.core.clone(),
+        transports.clone(),
+        metrics.clone(),
+        rpc.clone(),
+        cfg.log.bad_message_per_minute,
+    ));
     register_transport_metrics(&core);
     let htable = Arc::new(Htable::new(cfg.htable.clone()));
     let tm = Tm::new(Arc::clone(&core), cfg.tm.clone());
     let (location, partitions) = match &cfg.location {
         Some(lc) => {
-            lc.validate().map_err(|e| anyhow::anyhow!("[location]: {e}"))?;
+            lc.validate()
+                .map_err(|e| anyhow::anyhow!("[location]: {e}"))?;
             lc.check_max_expires(u64::from(cfg.registrar.max_expires))
                 .map_err(|e| anyhow::anyhow!("[location]: {e}"))?;
-            let (loc, backend) = geosip_p_usrloc::open_location(lc, &cfg.usrloc, &data_dir, rt.handle().clone())
-                .map_err(|e| anyhow::anyhow!("[location]: cannot open the partitioned location: {e}"))?;
+            let (loc, backend) =
+                geosip_p_usrloc::open_location(lc, &cfg.usrloc, &data_dir, rt.handle().clone())
+                    .map_err(|e| {
+                        anyhow::anyhow!("[location]: cannot open the partitioned location: {e}")
+                    })?;
             backend.register_rpc(&core.rpc);
             backend.register_metrics(&core.metrics);
             (Arc::new(loc), Some(backend))
@@ -156,17 +213,26 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
             None,
         ),
     };
-    let registrar = Registrar::new(Arc::clone(&core), Arc::clone(&location), cfg.registrar.clone());
+    let registrar = Registrar::new(
+        Arc::clone(&core),
+        Arc::clone(&location),
+        cfg.registrar.clone(),
+    );
     let protect = Arc::new(
-        Protect::new(cfg.pike.clone(), cfg.ratelimit.clone(), cfg.overload.clone())
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        Protect::new(
+            cfg.pike.clone(),
+            cfg.ratelimit.clone(),
+            cfg.overload.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     protect.register(&core.metrics, &core.rpc);
     let subscribers = Subscribers::open(&cfg.auth, &data_dir, rt.handle().clone())
         .map_err(|e| anyhow::anyhow!("auth: cannot open the subscriber table: {e}"))?;
     subscribers.register_rpcs(&core.rpc);
     let auth = Arc::new(
-        Auth::new(cfg.auth.clone(), subscribers, Some(Arc::clone(&protect))).map_err(|e| anyhow::anyhow!("{e}"))?,
+        Auth::new(cfg.auth.clone(), subscribers, Some(Arc::clone(&protect)))
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     auth.register_metrics(&core.metrics);
     if !cfg.auth.enabled {
@@ -184,8 +250,12 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
         auth: Arc::clone(&auth),
         protect: Arc::clone(&protect),
     };
-    let script = ScriptEngine::load(cfg.script.clone(), base_dir(loaded.file.as_deref()).as_deref(), mods)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let script = ScriptEngine::load(
+        cfg.script.clone(),
+        base_dir(loaded.file.as_deref()).as_deref(),
+        mods,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     tm.set_routes(script.clone());
 
     let mut server = Server {
@@ -208,17 +278,21 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
         let h = Arc::clone(&htable);
         let p = Arc::clone(&protect);
         let t = Arc::clone(&tm);
-        server.threads.push(std::thread::Builder::new().name("housekeeping".into()).spawn(move || {
-            let mut n = 0u64;
-            loop {
-                std::thread::sleep(Duration::from_millis(100));
-                p.overload().set_transactions(t.live() as u64);
-                n += 1;
-                if n % 50 == 0 {
-                    h.sweep(std::time::Instant::now());
-                }
-            }
-        })?);
+        server.threads.push(
+            std::thread::Builder::new()
+                .name("housekeeping".into())
+                .spawn(move || {
+                    let mut n = 0u64;
+                    loop {
+                        std::thread::sleep(Duration::from_millis(100));
+                        p.overload().set_transactions(t.live() as u64);
+                        n += 1;
+                        if n.is_multiple_of(50) {
+                            h.sweep(std::time::Instant::now());
+                        }
+                    }
+                })?,
+        );
     }
     register_core_rpcs(&server);
 
@@ -229,12 +303,17 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
         protect: Arc::clone(&protect),
         stale: Duration::from_millis(cfg.overload.stale_ms),
     });
-    transports.start(engine).context("cannot start the transports")?;
+    transports
+        .start(engine)
+        .context("cannot start the transports")?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(l) = admin_listener {
-        let admin = geosip_admin::Admin { rpc: rpc.clone(), metrics: metrics.clone() };
+        let admin = geosip_admin::Admin {
+            rpc: rpc.clone(),
+            metrics: metrics.clone(),
+        };
         let mut srx = stop_rx.clone();
         rt.spawn(async move {
             let shutdown = async move {
@@ -272,9 +351,11 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
 
 async fn wait_for_signals(script: Arc<ScriptEngine>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         std::future::pending::<()>().await;
         return;
@@ -302,24 +383,40 @@ fn register_core_rpcs(s: &Server) {
         Ok(json!({"uptime_secs": core.started.elapsed().as_secs()}))
     });
     let core = Arc::clone(&s.core);
-    rpc.register("stats.get", "[GROUP]", "Statistics, all or one group (core, tm, usrloc...).", move |p| {
-        let group = geosip_core::rpc::param_opt_str(p, 0).unwrap_or("all");
-        let mut m = serde_json::Map::new();
-        for (k, v) in core.metrics.flat(group) {
-            m.insert(k, json!(v));
-        }
-        Ok(serde_json::Value::Object(m))
-    });
+    rpc.register(
+        "stats.get",
+        "[GROUP]",
+        "Statistics, all or one group (core, tm, usrloc...).",
+        move |p| {
+            let group = geosip_core::rpc::param_opt_str(p, 0).unwrap_or("all");
+            let mut m = serde_json::Map::new();
+            for (k, v) in core.metrics.flat(group) {
+                m.insert(k, json!(v));
+            }
+            Ok(serde_json::Value::Object(m))
+        },
+    );
     let script = Arc::clone(&s.script);
-    rpc.register("cfg.reload", "", "Reload the routing script; a broken script is refused.", move |_| {
-        match script.reload() {
+    rpc.register(
+        "cfg.reload",
+        "",
+        "Reload the routing script; a broken script is refused.",
+        move |_| match script.reload() {
             Ok(g) => Ok(json!({"reloaded": true, "generation": g, "script": script.script_name()})),
-            Err(e) => Err(RpcError::failed(format!("reload refused, the running script stays: {e}"))),
-        }
-    });
+            Err(e) => Err(RpcError::failed(format!(
+                "reload refused, the running script stays: {e}"
+            ))),
+        },
+    );
     let core = Arc::clone(&s.core);
     rpc.register("core.sockets", "", "Listening sockets.", move |_| {
-        Ok(json!(core.transports.sockets().iter().map(|s| format!("{}:{}", s.proto.name(), s.addr)).collect::<Vec<_>>()))
+        Ok(json!(
+            core.transports
+                .sockets()
+                .iter()
+                .map(|s| format!("{}:{}", s.proto.name(), s.addr))
+                .collect::<Vec<_>>()
+        ))
     });
 }
 
@@ -329,13 +426,25 @@ fn register_transport_metrics(core: &Arc<Core>) {
     let t = core.transports.clone();
     core.metrics.register("net", move |out| {
         let s = t.stats();
-        out.family(Family { name: "geosip_net_rx_bytes_total", help: "Bytes received.", kind: Kind::Counter });
+        out.family(Family {
+            name: "geosip_net_rx_bytes_total",
+            help: "Bytes received.",
+            kind: Kind::Counter,
+        });
         out.sample(&[("proto", "udp")], s.udp_rx_bytes.load(Relaxed) as f64);
         out.sample(&[("proto", "tcp")], s.tcp.rx_bytes.load(Relaxed) as f64);
-        out.family(Family { name: "geosip_net_tx_bytes_total", help: "Bytes sent.", kind: Kind::Counter });
+        out.family(Family {
+            name: "geosip_net_tx_bytes_total",
+            help: "Bytes sent.",
+            kind: Kind::Counter,
+        });
         out.sample(&[("proto", "udp")], s.udp_tx_bytes.load(Relaxed) as f64);
         out.sample(&[("proto", "tcp")], s.tcp.tx_bytes.load(Relaxed) as f64);
-        out.family(Family { name: "geosip_net_rx_packets_total", help: "UDP datagrams received.", kind: Kind::Counter });
+        out.family(Family {
+            name: "geosip_net_rx_packets_total",
+            help: "UDP datagrams received.",
+            kind: Kind::Counter,
+        });
         out.sample(&[], s.udp_rx_packets.load(Relaxed) as f64);
         out.family(Family {
             name: "geosip_net_rx_truncated_total",
@@ -343,11 +452,23 @@ fn register_transport_metrics(core: &Arc<Core>) {
             kind: Kind::Counter,
         });
         out.sample(&[], s.udp_rx_truncated.load(Relaxed) as f64);
-        out.family(Family { name: "geosip_tcp_connections", help: "Open TCP connections.", kind: Kind::Gauge });
+        out.family(Family {
+            name: "geosip_tcp_connections",
+            help: "Open TCP connections.",
+            kind: Kind::Gauge,
+        });
         out.sample(&[], t.tcp_connections() as f64);
-        out.family(Family { name: "geosip_tcp_accepted_total", help: "TCP connections accepted.", kind: Kind::Counter });
+        out.family(Family {
+            name: "geosip_tcp_accepted_total",
+            help: "TCP connections accepted.",
+            kind: Kind::Counter,
+        });
         out.sample(&[], s.tcp.accepted.load(Relaxed) as f64);
-        out.family(Family { name: "geosip_tcp_framing_errors_total", help: "TCP streams closed on framing errors.", kind: Kind::Counter });
+        out.family(Family {
+            name: "geosip_tcp_framing_errors_total",
+            help: "TCP streams closed on framing errors.",
+            kind: Kind::Counter,
+        });
         out.sample(&[], s.tcp.framing_errors.load(Relaxed) as f64);
     });
 }

@@ -71,11 +71,20 @@ pub struct Aor {
     aor: String,
 }
 
-fn open(common: &CommonOpts) -> anyhow::Result<(std::sync::Arc<Subscribers>, tokio::runtime::Runtime)> {
+fn open(
+    common: &CommonOpts,
+) -> anyhow::Result<(std::sync::Arc<Subscribers>, tokio::runtime::Runtime)> {
     let loaded = crate::config::load(common.config.as_deref(), &common.sets)?;
-    let data_dir = common.data_dir.clone().unwrap_or_else(|| PathBuf::from("geosip-data"));
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let data_dir = common
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("geosip-data"));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let subs = Subscribers::open(&loaded.config.auth, &data_dir, rt.handle().clone())
         .map_err(|e| anyhow::anyhow!("cannot open the subscriber table: {e}"))?;
     Ok((subs, rt))
@@ -96,7 +105,12 @@ fn attrs(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 pub fn run(cmd: SubscriberCmd) -> anyhow::Result<()> {
     let e = |e: geosip_auth::SubscriberError| anyhow::anyhow!("{e}");
     match cmd {
-        SubscriberCmd::Add { common, aor, password, attrs: a } => {
+        SubscriberCmd::Add {
+            common,
+            aor,
+            password,
+            attrs: a,
+        } => {
             let (s, _rt) = open(&common)?;
             s.add(&aor, &password, &attrs(&a)?).map_err(e)?;
             println!("added {aor}");
@@ -106,7 +120,11 @@ pub fn run(cmd: SubscriberCmd) -> anyhow::Result<()> {
             s.rm(&aor).map_err(e)?;
             println!("removed {aor}");
         }
-        SubscriberCmd::Passwd { common, aor, password } => {
+        SubscriberCmd::Passwd {
+            common,
+            aor,
+            password,
+        } => {
             let (s, _rt) = open(&common)?;
             s.passwd(&aor, &password).map_err(e)?;
             println!("password changed for {aor}");
@@ -121,7 +139,11 @@ pub fn run(cmd: SubscriberCmd) -> anyhow::Result<()> {
             s.set_enabled(&aor, false).map_err(e)?;
             println!("disabled {aor}");
         }
-        SubscriberCmd::List { common, domain, limit } => {
+        SubscriberCmd::List {
+            common,
+            domain,
+            limit,
+        } => {
             let (s, _rt) = open(&common)?;
             for sub in s.list(domain.as_deref(), limit, None).map_err(e)? {
                 println!(
@@ -142,7 +164,8 @@ pub fn run(cmd: SubscriberCmd) -> anyhow::Result<()> {
             let n = if file.as_os_str() == "-" {
                 s.import_csv(std::io::stdin().lock()).map_err(e)?
             } else {
-                let f = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+                let f = std::fs::File::open(&file)
+                    .with_context(|| format!("cannot open {}", file.display()))?;
                 s.import_csv(std::io::BufReader::new(f)).map_err(e)?
             };
             println!("imported {n} subscribers");

@@ -1,6 +1,8 @@
 //! Digest authentication and protection through the binary: challenges, algorithms, replay,
 //! stale nonces, no user enumeration (checked with svwar), flood blocking.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::UdpSocket;
@@ -14,7 +16,8 @@ fn server_with_auth(extra: &[&str]) -> Server {
     let mut args = vec!["--set", "auth.enabled=true"];
     args.extend_from_slice(extra);
     let s = Server::start(&args);
-    s.rpc("subscriber.add", &["alice@127.0.0.1", "s3cret"]).unwrap();
+    s.rpc("subscriber.add", &["alice@127.0.0.1", "s3cret"])
+        .unwrap();
     s
 }
 
@@ -29,7 +32,12 @@ fn challenges(r: &SipMessage) -> Vec<(String, String, String, bool)> {
                     .map(|v| String::from_utf8_lossy(&sip_msg::unquote(v)).into_owned())
                     .unwrap_or_default()
             };
-            (p("algorithm"), p("realm"), p("nonce"), p("stale").eq_ignore_ascii_case("true"))
+            (
+                p("algorithm"),
+                p("realm"),
+                p("nonce"),
+                p("stale").eq_ignore_ascii_case("true"),
+            )
         })
         .collect()
 }
@@ -46,13 +54,26 @@ struct Cred<'a> {
 }
 
 fn authorization(c: &Cred<'_>, header: &str) -> String {
-    let h1 = ha1(c.alg, c.user.as_bytes(), c.realm.as_bytes(), c.pass.as_bytes());
+    let h1 = ha1(
+        c.alg,
+        c.user.as_bytes(),
+        c.realm.as_bytes(),
+        c.pass.as_bytes(),
+    );
     let nc = format!("{:08x}", c.nc);
     let cnonce = "0a4f113b";
     let resp = response(
         c.alg,
         &h1,
-        &ResponseInput { method: c.method.as_bytes(), uri: c.uri.as_bytes(), nonce: c.nonce.as_bytes(), nc: nc.as_bytes(), cnonce: cnonce.as_bytes(), qop: Qop::Auth, body: b"" },
+        &ResponseInput {
+            method: c.method.as_bytes(),
+            uri: c.uri.as_bytes(),
+            nonce: c.nonce.as_bytes(),
+            nc: nc.as_bytes(),
+            cnonce: cnonce.as_bytes(),
+            qop: Qop::Auth,
+            body: b"",
+        },
     );
     format!(
         "{header}: Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"{cnonce}\"\r\n",
@@ -65,15 +86,34 @@ fn authorization(c: &Cred<'_>, header: &str) -> String {
     )
 }
 
-fn register_with(s: &Server, ua: &Ua, user: &str, call_id: &str, cseq: u32, auth: &str) -> SipMessage {
-    let r = register(user, "127.0.0.1", &format!("sip:{user}@{}", ua.addr), ua.addr, 600, call_id, cseq, auth);
+fn register_with(
+    s: &Server,
+    ua: &Ua,
+    user: &str,
+    call_id: &str,
+    cseq: u32,
+    auth: &str,
+) -> SipMessage {
+    let r = register(
+        user,
+        "127.0.0.1",
+        &format!("sip:{user}@{}", ua.addr),
+        ua.addr,
+        600,
+        call_id,
+        cseq,
+        auth,
+    );
     ua.send(s.udp, r.as_bytes());
     ua.recv(Duration::from_secs(5)).expect("an answer")
 }
 
 fn nonce_for(r: &SipMessage, alg: &str) -> (String, String) {
     let c = challenges(r);
-    let (_, realm, nonce, _) = c.iter().find(|c| c.0.eq_ignore_ascii_case(alg)).unwrap_or_else(|| panic!("no {alg} challenge in {c:?}"));
+    let (_, realm, nonce, _) = c
+        .iter()
+        .find(|c| c.0.eq_ignore_ascii_case(alg))
+        .unwrap_or_else(|| panic!("no {alg} challenge in {c:?}"));
     (realm.clone(), nonce.clone())
 }
 
@@ -86,7 +126,10 @@ fn register_without_credentials_gets_401_with_one_challenge_per_algorithm() {
     let c = challenges(&r);
     let algs: Vec<&str> = c.iter().map(|c| c.0.as_str()).collect();
     assert_eq!(algs, vec!["SHA-256", "MD5"]);
-    assert!(c.iter().all(|c| c.1 == "127.0.0.1"), "realm is the domain: {c:?}");
+    assert!(
+        c.iter().all(|c| c.1 == "127.0.0.1"),
+        "realm is the domain: {c:?}"
+    );
 }
 
 #[test]
@@ -98,19 +141,52 @@ fn correct_md5_and_sha256_credentials_register_and_a_wrong_password_does_not() {
         let r = register_with(&s, &ua, "alice", &call, 1, "");
         let (realm, nonce) = nonce_for(&r, alg_name);
         let uri = "sip:127.0.0.1";
-        let good = authorization(&Cred { user: "alice", pass: "s3cret", realm: &realm, nonce: &nonce, alg, nc: 1, method: "REGISTER", uri }, "Authorization");
+        let good = authorization(
+            &Cred {
+                user: "alice",
+                pass: "s3cret",
+                realm: &realm,
+                nonce: &nonce,
+                alg,
+                nc: 1,
+                method: "REGISTER",
+                uri,
+            },
+            "Authorization",
+        );
         let r = register_with(&s, &ua, "alice", &call, 2, &good);
         assert_eq!(r.status(), Some(200), "{alg_name}: {}", text(&r));
-        let bad = authorization(&Cred { user: "alice", pass: "wrong", realm: &realm, nonce: &nonce, alg, nc: 2, method: "REGISTER", uri }, "Authorization");
+        let bad = authorization(
+            &Cred {
+                user: "alice",
+                pass: "wrong",
+                realm: &realm,
+                nonce: &nonce,
+                alg,
+                nc: 2,
+                method: "REGISTER",
+                uri,
+            },
+            "Authorization",
+        );
         let r = register_with(&s, &ua, "alice", &call, 3, &bad);
         assert_eq!(r.status(), Some(401), "{alg_name}: {}", text(&r));
     }
 }
 
+/// Status, header names and challenges (algorithm, realm, stale) of a reply.
+type Shape = (Option<u16>, Vec<String>, Vec<(String, String, bool)>);
+
 /// The reply with nonce values blanked, for comparing two failures.
-fn shape(r: &SipMessage) -> (Option<u16>, Vec<String>, Vec<(String, String, bool)>) {
-    let names: Vec<String> = r.header_lines().map(|l| String::from_utf8_lossy(l.name_bytes).to_ascii_lowercase()).collect();
-    let ch = challenges(r).into_iter().map(|(a, realm, _, stale)| (a, realm, stale)).collect();
+fn shape(r: &SipMessage) -> Shape {
+    let names: Vec<String> = r
+        .header_lines()
+        .map(|l| String::from_utf8_lossy(l.name_bytes).to_ascii_lowercase())
+        .collect();
+    let ch = challenges(r)
+        .into_iter()
+        .map(|(a, realm, _, stale)| (a, realm, stale))
+        .collect();
     (r.status(), names, ch)
 }
 
@@ -121,12 +197,36 @@ fn an_unknown_user_and_a_wrong_password_get_replies_of_the_same_shape() {
     let r0 = register_with(&s, &ua, "alice", "e1", 1, "");
     let (realm, nonce) = nonce_for(&r0, "MD5");
     let uri = "sip:127.0.0.1";
-    let wrong = authorization(&Cred { user: "alice", pass: "nope", realm: &realm, nonce: &nonce, alg: Algorithm::Md5, nc: 1, method: "REGISTER", uri }, "Authorization");
+    let wrong = authorization(
+        &Cred {
+            user: "alice",
+            pass: "nope",
+            realm: &realm,
+            nonce: &nonce,
+            alg: Algorithm::Md5,
+            nc: 1,
+            method: "REGISTER",
+            uri,
+        },
+        "Authorization",
+    );
     let a = register_with(&s, &ua, "alice", "e1", 2, &wrong);
     let ua2 = Ua::new();
     let r1 = register_with(&s, &ua2, "mallory", "e2", 1, "");
     let (realm2, nonce2) = nonce_for(&r1, "MD5");
-    let unknown = authorization(&Cred { user: "mallory", pass: "nope", realm: &realm2, nonce: &nonce2, alg: Algorithm::Md5, nc: 1, method: "REGISTER", uri }, "Authorization");
+    let unknown = authorization(
+        &Cred {
+            user: "mallory",
+            pass: "nope",
+            realm: &realm2,
+            nonce: &nonce2,
+            alg: Algorithm::Md5,
+            nc: 1,
+            method: "REGISTER",
+            uri,
+        },
+        "Authorization",
+    );
     let b = register_with(&s, &ua2, "mallory", "e2", 2, &unknown);
     assert_eq!(shape(&a), shape(&b), "\n{}\n---\n{}", text(&a), text(&b));
     assert_eq!(a.status(), Some(401));
@@ -138,8 +238,23 @@ fn a_nonce_reused_with_the_same_nc_is_rejected() {
     let ua = Ua::new();
     let r = register_with(&s, &ua, "alice", "r1", 1, "");
     let (realm, nonce) = nonce_for(&r, "MD5");
-    let cred = authorization(&Cred { user: "alice", pass: "s3cret", realm: &realm, nonce: &nonce, alg: Algorithm::Md5, nc: 1, method: "REGISTER", uri: "sip:127.0.0.1" }, "Authorization");
-    assert_eq!(register_with(&s, &ua, "alice", "r1", 2, &cred).status(), Some(200));
+    let cred = authorization(
+        &Cred {
+            user: "alice",
+            pass: "s3cret",
+            realm: &realm,
+            nonce: &nonce,
+            alg: Algorithm::Md5,
+            nc: 1,
+            method: "REGISTER",
+            uri: "sip:127.0.0.1",
+        },
+        "Authorization",
+    );
+    assert_eq!(
+        register_with(&s, &ua, "alice", "r1", 2, &cred).status(),
+        Some(200)
+    );
     // The same credentials on a new request (a replay, not a retransmission).
     let r = register_with(&s, &ua, "alice", "r1", 3, &cred);
     assert_eq!(r.status(), Some(401), "{}", text(&r));
@@ -147,15 +262,36 @@ fn a_nonce_reused_with_the_same_nc_is_rejected() {
 
 #[test]
 fn an_expired_nonce_gets_401_with_stale_true() {
-    let s = server_with_auth(&["--set", "auth.nonce_expires=1", "--set", "auth.nonce_skew=0"]);
+    let s = server_with_auth(&[
+        "--set",
+        "auth.nonce_expires=1",
+        "--set",
+        "auth.nonce_skew=0",
+    ]);
     let ua = Ua::new();
     let r = register_with(&s, &ua, "alice", "s1", 1, "");
     let (realm, nonce) = nonce_for(&r, "MD5");
     std::thread::sleep(Duration::from_millis(2500));
-    let cred = authorization(&Cred { user: "alice", pass: "s3cret", realm: &realm, nonce: &nonce, alg: Algorithm::Md5, nc: 1, method: "REGISTER", uri: "sip:127.0.0.1" }, "Authorization");
+    let cred = authorization(
+        &Cred {
+            user: "alice",
+            pass: "s3cret",
+            realm: &realm,
+            nonce: &nonce,
+            alg: Algorithm::Md5,
+            nc: 1,
+            method: "REGISTER",
+            uri: "sip:127.0.0.1",
+        },
+        "Authorization",
+    );
     let r = register_with(&s, &ua, "alice", "s1", 2, &cred);
     assert_eq!(r.status(), Some(401));
-    assert!(challenges(&r).iter().any(|c| c.3), "stale=true expected: {}", text(&r));
+    assert!(
+        challenges(&r).iter().any(|c| c.3),
+        "stale=true expected: {}",
+        text(&r)
+    );
 }
 
 #[test]
@@ -182,14 +318,40 @@ fn a_subscriber_added_over_rpc_authenticates_at_once() {
     assert_eq!(r.status(), Some(401));
     // ...then provisioned on the running server.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip"))
-        .args(["ctl", "--admin", &s.admin.to_string(), "subscriber.add", "newbie@127.0.0.1", "pw12345"])
+        .args([
+            "ctl",
+            "--admin",
+            &s.admin.to_string(),
+            "subscriber.add",
+            "newbie@127.0.0.1",
+            "pw12345",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = register_with(&s, &ua, "newbie", "n1", 2, "");
     let (realm, nonce) = nonce_for(&r, "MD5");
-    let cred = authorization(&Cred { user: "newbie", pass: "pw12345", realm: &realm, nonce: &nonce, alg: Algorithm::Md5, nc: 1, method: "REGISTER", uri: "sip:127.0.0.1" }, "Authorization");
-    assert_eq!(register_with(&s, &ua, "newbie", "n1", 3, &cred).status(), Some(200));
+    let cred = authorization(
+        &Cred {
+            user: "newbie",
+            pass: "pw12345",
+            realm: &realm,
+            nonce: &nonce,
+            alg: Algorithm::Md5,
+            nc: 1,
+            method: "REGISTER",
+            uri: "sip:127.0.0.1",
+        },
+        "Authorization",
+    );
+    assert_eq!(
+        register_with(&s, &ua, "newbie", "n1", 3, &cred).status(),
+        Some(200)
+    );
     // Bad input is refused with a reason.
     let e = s.rpc("subscriber.add", &["not-an-aor", "x"]).unwrap_err();
     assert!(e.contains("AOR") || e.contains("@"), "{e}");
@@ -202,19 +364,40 @@ fn svwar_cannot_tell_provisioned_extensions_from_unknown_ones() {
     }
     let s = Server::start(&["--set", "auth.enabled=true"]);
     for ext in ["150", "170"] {
-        s.rpc("subscriber.add", &[&format!("{ext}@127.0.0.1"), "pw-of-ext"]).unwrap();
+        s.rpc(
+            "subscriber.add",
+            &[&format!("{ext}@127.0.0.1"), "pw-of-ext"],
+        )
+        .unwrap();
     }
     for method in ["REGISTER", "INVITE"] {
         let out = std::process::Command::new("timeout")
-            .args(["120", "svwar", "--force", "-e100-199", "-m", method, "-p", &s.udp.port().to_string(), "127.0.0.1"])
+            .args([
+                "120",
+                "svwar",
+                "--force",
+                "-e100-199",
+                "-m",
+                method,
+                "-p",
+                &s.udp.port().to_string(),
+                "127.0.0.1",
+            ])
             .output()
             .unwrap();
-        let t = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let t = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
         // svwar probes a random extension first and compares every answer with it; when a
         // known and an unknown user look the same it reports nothing.
-        assert!(t.contains("found nothing"), "svwar ({method}) found something:\n{t}");
+        assert!(
+            t.contains("found nothing"),
+            "svwar ({method}) found something:\n{t}"
+        );
         for ext in ["150", "170"] {
-            assert!(!t.lines().any(|l| l.contains(&format!("| {ext} "))), "svwar ({method}) listed {ext}:\n{t}");
+            assert!(
+                !t.lines().any(|l| l.contains(&format!("| {ext} "))),
+                "svwar ({method}) listed {ext}:\n{t}"
+            );
         }
     }
 }
@@ -225,26 +408,62 @@ fn a_burst_of_20000_registers_from_one_address_is_blocked_and_other_addresses_ar
     let flood = UdpSocket::bind("127.0.0.1:0").unwrap();
     let fa = flood.local_addr().unwrap();
     for i in 0..20_000u32 {
-        let r = register(&format!("f{}", i % 50), "127.0.0.1", &format!("sip:f@{fa}"), fa, 600, &format!("fl{i}"), 1, "");
+        let r = register(
+            &format!("f{}", i % 50),
+            "127.0.0.1",
+            &format!("sip:f@{fa}"),
+            fa,
+            600,
+            &format!("fl{i}"),
+            1,
+            "",
+        );
         let _ = flood.send_to(r.as_bytes(), s.udp);
     }
     // The flooding address is blocked: a fresh request from it gets no answer.
     std::thread::sleep(Duration::from_millis(300));
-    flood.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    flood
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let mut b = [0u8; 65536];
     while flood.recv(&mut b).is_ok() {}
     let r = request("OPTIONS", &format!("sip:{}", s.udp), fa, "UDP", "", "");
     flood.send_to(r.as_bytes(), s.udp).unwrap();
-    flood.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
-    assert!(flood.recv(&mut b).is_err(), "the flooding source is still answered");
-    // Another address is served normally.
+    flood
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    assert!(
+        flood.recv(&mut b).is_err(),
+        "the flooding source is still answered"
+    );
+    // Another address is not blocked: it is answered, at worst 503 + Retry-After while the
+    // burst still counts as overload, and 200 once it has passed.
     let other = UdpSocket::bind("127.0.0.2:0").unwrap();
     let oa = other.local_addr().unwrap();
-    let r = request("OPTIONS", &format!("sip:{}", s.udp), oa, "UDP", "", "");
-    other.send_to(r.as_bytes(), s.udp).unwrap();
-    other.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let n = other.recv(&mut b).expect("the other source is answered");
-    assert!(b[..n].starts_with(b"SIP/2.0 200"));
+    other
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = request("OPTIONS", &format!("sip:{}", s.udp), oa, "UDP", "", "");
+        other.send_to(r.as_bytes(), s.udp).unwrap();
+        let n = other
+            .recv(&mut b)
+            .expect("the other source is answered, never dropped");
+        if b[..n].starts_with(b"SIP/2.0 200") {
+            break;
+        }
+        assert!(
+            b[..n].starts_with(b"SIP/2.0 503"),
+            "{}",
+            String::from_utf8_lossy(&b[..n])
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still shed after the burst"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let list = s.rpc("pike.list", &[]).unwrap();
     assert!(list.to_string().contains("127.0.0.1"), "{list}");
     assert!(s.metrics().contains("geosip_pike"), "pike metrics exported");

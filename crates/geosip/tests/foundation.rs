@@ -1,6 +1,8 @@
 //! The foundation on the wire: the server answers OPTIONS, rejects what RFC 4475 says to
 //! reject with the right status, survives garbage, and exposes admin and metrics.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -16,7 +18,12 @@ fn options_to_the_server_itself_gets_200_with_allow_accept_and_supported() {
     let req = request("OPTIONS", &format!("sip:{}", s.udp), ua.addr, "UDP", "", "");
     ua.send(s.udp, req.as_bytes());
     let r = ua.expect_status(200);
-    assert!(r.header_by_name(b"Allow").is_some_and(|a| a.windows(6).any(|w| w == b"INVITE")), "{}", text(&r));
+    assert!(
+        r.header_by_name(b"Allow")
+            .is_some_and(|a| a.windows(6).any(|w| w == b"INVITE")),
+        "{}",
+        text(&r)
+    );
     assert!(r.header_by_name(b"Accept").is_some());
     assert!(r.header_by_name(b"Supported").is_some());
     assert!(r.to_tag().is_some(), "a final reply carries a To tag");
@@ -27,18 +34,32 @@ fn options_over_tcp_is_answered_on_the_same_connection_and_crlf_pings_get_a_pong
     let s = Server::start(&[]);
     let tcp = s.tcp.expect("tcp listener");
     let mut ua = TcpUa::connect(tcp);
-    let req = request("OPTIONS", &format!("sip:{tcp};transport=tcp"), ua.addr, "TCP", "", "");
+    let req = request(
+        "OPTIONS",
+        &format!("sip:{tcp};transport=tcp"),
+        ua.addr,
+        "TCP",
+        "",
+        "",
+    );
     ua.send(req.as_bytes());
     ua.expect_status(200);
     ua.send(b"\r\n\r\n");
-    assert_eq!(ua.recv_raw(Duration::from_secs(3)), b"\r\n", "RFC 5626 pong");
+    assert_eq!(
+        ua.recv_raw(Duration::from_secs(3)),
+        b"\r\n",
+        "RFC 5626 pong"
+    );
 }
 
 /// What INDEX.tsv says the server must answer, for the answers that belong to the
 /// foundation: a status, "nothing", or either.
 fn expected(answer: &str) -> Option<(Option<u16>, bool)> {
     let a = answer.trim();
-    let code = a.split(|c: char| !c.is_ascii_digit()).find(|t| t.len() == 3).and_then(|t| t.parse::<u16>().ok());
+    let code = a
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|t| t.len() == 3)
+        .and_then(|t| t.parse::<u16>().ok());
     if a.starts_with("drop") {
         return Some((None, true));
     }
@@ -56,25 +77,43 @@ fn rfc4475_torture_messages_get_the_on_wire_answer_index_tsv_names() {
     for line in index.lines().skip(1) {
         let cols: Vec<&str> = line.split('\t').collect();
         let (file, answer) = (cols[0], cols[4]);
-        let Some((status, may_drop)) = expected(answer) else { continue };
+        let Some((status, may_drop)) = expected(answer) else {
+            continue;
+        };
         let data = std::fs::read(format!("{RFC4475}/{file}")).unwrap();
         let ua = Ua::new();
         ua.send(s.udp, &data);
-        let got = ua.recv(Duration::from_millis(if status.is_some() { 3000 } else { 700 }));
+        let got = ua.recv(Duration::from_millis(if status.is_some() {
+            3000
+        } else {
+            700
+        }));
         match (status, got) {
-            (Some(c), Some(m)) => assert_eq!(m.status(), Some(c), "{file}: expected {c}, got\n{}", text(&m)),
+            (Some(c), Some(m)) => assert_eq!(
+                m.status(),
+                Some(c),
+                "{file}: expected {c}, got\n{}",
+                text(&m)
+            ),
             (Some(c), None) => assert!(may_drop, "{file}: expected {c}, got nothing"),
             (None, Some(m)) => panic!("{file}: expected no answer, got\n{}", text(&m)),
             (None, None) => {}
         }
         checked += 1;
     }
-    assert!(checked >= 20, "only {checked} messages had a foundation-level answer");
+    assert!(
+        checked >= 20,
+        "only {checked} messages had a foundation-level answer"
+    );
     // The 420 names the unsupported options.
     let ua = Ua::new();
-    ua.send(s.udp, &std::fs::read(format!("{RFC4475}/TC_BEXT01_V.dat")).unwrap());
+    ua.send(
+        s.udp,
+        &std::fs::read(format!("{RFC4475}/TC_BEXT01_V.dat")).unwrap(),
+    );
     let r = ua.expect_status(420);
-    let unsup = String::from_utf8_lossy(r.header_by_name(b"Unsupported").unwrap_or(b"")).into_owned();
+    let unsup =
+        String::from_utf8_lossy(r.header_by_name(b"Unsupported").unwrap_or(b"")).into_owned();
     assert!(unsup.contains("noProxiesSupportThis"), "{unsup}");
 }
 
@@ -102,7 +141,10 @@ fn garbage_oversized_datagrams_huge_header_counts_and_nul_bytes_do_not_stop_the_
     big.extend(std::iter::repeat_n(b'a', 65_000 - big.len()));
     ua.send(s.udp, &big);
     // 10,000 headers.
-    let mut many = format!("OPTIONS sip:x@{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK10k\r\n", s.udp, ua.addr);
+    let mut many = format!(
+        "OPTIONS sip:x@{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK10k\r\n",
+        s.udp, ua.addr
+    );
     for i in 0..10_000 {
         many.push_str(&format!("X-H{i}: v\r\n"));
     }
@@ -120,8 +162,14 @@ fn garbage_oversized_datagrams_huge_header_counts_and_nul_bytes_do_not_stop_the_
     ua.send(s.udp, req.as_bytes());
     ua.expect_status(200);
     assert!(s.alive());
-    assert!(s.metric("geosip_sip_parse_errors_total").is_none(), "labelled only");
-    assert!(s.metrics().contains("geosip_sip_parse_errors_total{reason="));
+    assert!(
+        s.metric("geosip_sip_parse_errors_total").is_none(),
+        "labelled only"
+    );
+    assert!(
+        s.metrics()
+            .contains("geosip_sip_parse_errors_total{reason=")
+    );
 }
 
 #[test]
@@ -132,7 +180,9 @@ fn a_tcp_message_over_the_body_limit_gets_413_and_the_connection_survives_or_clo
     let body = "v=0\r\n".repeat(400);
     let req = request("INVITE", "sip:bob@example.com", ua.addr, "TCP", "", &body);
     ua.send(req.as_bytes());
-    let r = ua.recv(Duration::from_secs(3)).expect("an answer before close");
+    let r = ua
+        .recv(Duration::from_secs(3))
+        .expect("an answer before close");
     assert_eq!(r.status(), Some(413));
 }
 
@@ -146,9 +196,21 @@ fn metrics_expose_message_counters_by_method_and_build_info() {
         ua.expect_status(200);
     }
     let m = s.metrics();
-    assert!(m.contains("# TYPE geosip_sip_requests_received_total counter"), "{m}");
-    assert_eq!(s.wait_metric("geosip_sip_requests_received_total{method=\"OPTIONS\"}", 3.0), Some(3.0));
-    assert_eq!(s.wait_metric("geosip_sip_replies_sent_total{class=\"2xx\"}", 3.0), Some(3.0));
+    assert!(
+        m.contains("# TYPE geosip_sip_requests_received_total counter"),
+        "{m}"
+    );
+    assert_eq!(
+        s.wait_metric(
+            "geosip_sip_requests_received_total{method=\"OPTIONS\"}",
+            3.0
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        s.wait_metric("geosip_sip_replies_sent_total{class=\"2xx\"}", 3.0),
+        Some(3.0)
+    );
     assert!(m.contains("geosip_build_info{version="));
 }
 
@@ -159,10 +221,27 @@ fn json_rpc_answers_version_uptime_stats_and_lists_methods() {
     assert!(v["version"].is_string());
     assert!(s.rpc("core.uptime", &[]).unwrap()["uptime_secs"].is_u64());
     let st = s.rpc("stats.get", &["core"]).unwrap();
-    assert!(st.as_object().unwrap().keys().any(|k| k.starts_with("core.sip_requests_received_total")), "{st}");
+    assert!(
+        st.as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with("core.sip_requests_received_total")),
+        "{st}"
+    );
     let list = s.rpc("rpc.list", &[]).unwrap();
-    let names: Vec<&str> = list.as_array().unwrap().iter().filter_map(|m| m["method"].as_str()).collect();
-    for m in ["core.version", "core.uptime", "stats.get", "cfg.reload", "tm.stats"] {
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["method"].as_str())
+        .collect();
+    for m in [
+        "core.version",
+        "core.uptime",
+        "stats.get",
+        "cfg.reload",
+        "tm.stats",
+    ] {
         assert!(names.contains(&m), "{m} missing from {names:?}");
     }
     assert!(s.rpc("no.such", &[]).unwrap_err().contains("not found"));
@@ -181,7 +260,13 @@ fn geosip_ctl_prints_readable_output_and_raw_json_with_json() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("uptime_secs"), "{text}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip"))
-        .args(["ctl", "--json", "--admin", &s.admin.to_string(), "core.version"])
+        .args([
+            "ctl",
+            "--json",
+            "--admin",
+            &s.admin.to_string(),
+            "core.version",
+        ])
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -198,16 +283,35 @@ fn geosip_ctl_prints_readable_output_and_raw_json_with_json() {
 fn check_config_names_the_file_line_and_allowed_keys_for_a_typo() {
     let dir = temp_dir("cfg");
     let f = dir.join("bad.toml");
-    std::fs::write(&f, "[core]\nforce_rport = true\nlisten = [\"udp:127.0.0.1:5060\"]\nforse = 1\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip")).args(["check-config"]).arg(&f).output().unwrap();
+    std::fs::write(
+        &f,
+        "[core]\nforce_rport = true\nlisten = [\"udp:127.0.0.1:5060\"]\nforse = 1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip"))
+        .args(["check-config"])
+        .arg(&f)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("bad.toml:4:"), "{e}");
-    assert!(e.contains("unknown field `forse`") && e.contains("force_rport"), "{e}");
+    assert!(
+        e.contains("unknown field `forse`") && e.contains("force_rport"),
+        "{e}"
+    );
     let good = dir.join("good.toml");
     std::fs::write(&good, "[core]\nlisten = [\"udp:127.0.0.1:5060\"]\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip")).args(["check-config"]).arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip"))
+        .args(["check-config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -224,7 +328,11 @@ fn sipsak_gets_an_answer_to_its_options() {
     // Request-URI, so the OPTIONS may not name this server: any final answer proves it was
     // parsed and answered.
     let t = String::from_utf8_lossy(&out.stdout);
-    assert!(t.contains("SIP/2.0 "), "sipsak output: {t} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        t.contains("SIP/2.0 "),
+        "sipsak output: {t} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -237,7 +345,24 @@ fn sipp_builtin_uac_gets_answers_from_the_server() {
     // server answers 404 — the point is that SIPp receives final answers for every call.
     let dir = temp_dir("sipp");
     let out = std::process::Command::new("timeout")
-        .args(["30", "sipp", &s.udp.to_string(), "-sn", "uac", "-m", "5", "-r", "5", "-i", "127.0.0.1", "-nostdin", "-timeout", "20s", "-trace_stat", "-stf"])
+        .args([
+            "30",
+            "sipp",
+            &s.udp.to_string(),
+            "-sn",
+            "uac",
+            "-m",
+            "5",
+            "-r",
+            "5",
+            "-i",
+            "127.0.0.1",
+            "-nostdin",
+            "-timeout",
+            "20s",
+            "-trace_stat",
+            "-stf",
+        ])
         .arg(dir.join("stat.csv"))
         .current_dir(&dir)
         .output()
@@ -248,9 +373,23 @@ fn sipp_builtin_uac_gets_answers_from_the_server() {
     let last = stat.lines().last().unwrap_or("");
     let head: Vec<&str> = stat.lines().next().unwrap_or("").split(';').collect();
     let vals: Vec<&str> = last.split(';').collect();
-    let get = |k: &str| head.iter().position(|h| *h == k).and_then(|i| vals.get(i)).and_then(|v| v.parse::<u64>().ok());
-    assert_eq!(get("OutgoingCall(C)"), Some(5), "{stat} {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(get("FailedTimeoutOnRecv(C)").unwrap_or(0) + get("FailedMaxUDPRetrans(C)").unwrap_or(0), 0, "{stat}");
+    let get = |k: &str| {
+        head.iter()
+            .position(|h| *h == k)
+            .and_then(|i| vals.get(i))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    assert_eq!(
+        get("OutgoingCall(C)"),
+        Some(5),
+        "{stat} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        get("FailedTimeoutOnRecv(C)").unwrap_or(0) + get("FailedMaxUDPRetrans(C)").unwrap_or(0),
+        0,
+        "{stat}"
+    );
 }
 
 #[test]
@@ -276,5 +415,9 @@ fn the_server_listens_and_answers_over_ipv6() {
     ua.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut b = [0u8; 4096];
     let n = ua.recv(&mut b).expect("an answer over IPv6");
-    assert!(b[..n].starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&b[..n]));
+    assert!(
+        b[..n].starts_with(b"SIP/2.0 200"),
+        "{}",
+        String::from_utf8_lossy(&b[..n])
+    );
 }

@@ -3,6 +3,8 @@
 //! write-only, a spare taking over, and rebalancing from two groups to three.
 //! Every database here is a throwaway server or a fresh database of the test's own.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::PathBuf;
@@ -12,13 +14,22 @@ use common::*;
 use geosip_store::testutil::{self, ThrowawayPostgres};
 use serde_json::Value;
 
-fn write_config(dir: &std::path::Path, cluster: &str, groups: &[Vec<String>], extra: &str) -> PathBuf {
+fn write_config(
+    dir: &std::path::Path,
+    cluster: &str,
+    groups: &[Vec<String>],
+    extra: &str,
+) -> PathBuf {
     let mut t = format!(
         "[pike]\nwhitelist = [\"127.0.0.1\"]\n\n[location]\ndb_mode = \"db-only\"\npartition_by = \"user@domain\"\nwrite_policy = \"all\"\ncluster_db_url = \"{cluster}\"\nreload_interval_s = 1\nerror_threshold = 5\nretry_interval_s = 1\ntimeout_ms = 400\n{extra}\n"
     );
     for (i, dbs) in groups.iter().enumerate() {
         let list: Vec<String> = dbs.iter().map(|u| format!("\"{u}\"")).collect();
-        t.push_str(&format!("[[location.groups]]\nid = {}\ndatabases = [{}]\n", i + 1, list.join(", ")));
+        t.push_str(&format!(
+            "[[location.groups]]\nid = {}\ndatabases = [{}]\n",
+            i + 1,
+            list.join(", ")
+        ));
     }
     let f = dir.join(format!("geosip-{}.toml", uniq()));
     std::fs::write(&f, t).unwrap();
@@ -51,7 +62,11 @@ fn wait_state(s: &Server, g: u64, no: u64, want: &str, within: Duration) {
         if st == want {
             return;
         }
-        assert!(Instant::now() < deadline, "database {g}/{no} is {st}, expected {want}: {}", cluster(s));
+        assert!(
+            Instant::now() < deadline,
+            "database {g}/{no} is {st}, expected {want}: {}",
+            cluster(s)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -68,21 +83,43 @@ fn missing_users(s: &Server, users: &[String]) -> Vec<String> {
     let mut found = vec![false; users.len()];
     for r in v.as_array().unwrap() {
         let i = r["id"].as_u64().unwrap() as usize;
-        found[i] = r["result"]["contacts"].as_array().is_some_and(|c| !c.is_empty());
+        found[i] = r["result"]["contacts"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty());
     }
-    users.iter().zip(found).filter(|(_, f)| !f).map(|(u, _)| u.clone()).collect()
+    users
+        .iter()
+        .zip(found)
+        .filter(|(_, f)| !f)
+        .map(|(u, _)| u.clone())
+        .collect()
 }
 
 /// Calls `user` and checks the INVITE reaches `callee` (then declines it).
 fn call_reaches(s: &Server, callee: &Ua, user: &str) {
     let caller = Ua::new();
-    let inv = request("INVITE", &format!("sip:{user}@127.0.0.1:{}", s.udp.port()), caller.addr, "UDP", "", "");
+    let inv = request(
+        "INVITE",
+        &format!("sip:{user}@127.0.0.1:{}", s.udp.port()),
+        caller.addr,
+        "UDP",
+        "",
+        "",
+    );
     caller.send(s.udp, inv.as_bytes());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let m = callee.recv(Duration::from_secs(10)).unwrap_or_else(|| panic!("INVITE for {user} did not arrive"));
-        if m.method_bytes() == Some(b"INVITE") && m.request_uri_bytes().is_some_and(|r| r.starts_with(format!("sip:{user}@").as_bytes())) {
-            callee.send(caller_via(&m), response_to(&m, 486, "Busy Here", Some("x"), "").as_bytes());
+        let m = callee
+            .recv(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("INVITE for {user} did not arrive"));
+        if m.method_bytes() == Some(b"INVITE")
+            && m.request_uri_bytes()
+                .is_some_and(|r| r.starts_with(format!("sip:{user}@").as_bytes()))
+        {
+            callee.send(
+                caller_via(&m),
+                response_to(&m, 486, "Busy Here", Some("x"), "").as_bytes(),
+            );
             break;
         }
         assert!(Instant::now() < deadline);
@@ -92,7 +129,13 @@ fn call_reaches(s: &Server, callee: &Ua, user: &str) {
 
 fn caller_via(m: &sip_msg::SipMessage) -> std::net::SocketAddr {
     let v = m.top_via().unwrap();
-    format!("{}:{}", String::from_utf8_lossy(v.host().raw()), v.port().unwrap_or(5060)).parse().unwrap()
+    format!(
+        "{}:{}",
+        String::from_utf8_lossy(v.host().raw()),
+        v.port().unwrap_or(5060)
+    )
+    .parse()
+    .unwrap()
 }
 
 #[test]
@@ -100,13 +143,21 @@ fn sipp_registers_10000_users_while_a_database_dies_and_every_user_stays_reachab
     if !have_tool("sipp") {
         return;
     }
-    let pgs: Vec<ThrowawayPostgres> = match (0..4).map(|_| ThrowawayPostgres::start()).collect::<Option<Vec<_>>>() {
+    let pgs: Vec<ThrowawayPostgres> = match (0..4)
+        .map(|_| ThrowawayPostgres::start())
+        .collect::<Option<Vec<_>>>()
+    {
         Some(v) => v,
         None => return,
     };
-    let Some(cl) = testutil::fresh_postgres() else { return };
+    let Some(cl) = testutil::fresh_postgres() else {
+        return;
+    };
     let dir = temp_dir("pusrloc");
-    let groups = vec![vec![pgs[0].url(), pgs[1].url()], vec![pgs[2].url(), pgs[3].url()]];
+    let groups = vec![
+        vec![pgs[0].url(), pgs[1].url()],
+        vec![pgs[2].url(), pgs[3].url()],
+    ];
     // SIPp honours Retry-After; keep the registrar's short so the run stays short.
     let cfg = write_config(&dir, &cl.url, &groups, "\n[registrar]\nretry_after = 1\n");
     let cfg_s = cfg.to_string_lossy().into_owned();
@@ -122,11 +173,29 @@ fn sipp_registers_10000_users_while_a_database_dies_and_every_user_stays_reachab
         csv.push_str(&format!("{u};{};\n", callee.addr));
     }
     std::fs::write(dir.join("users.csv"), csv).unwrap();
-    let scen = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/register_retry_to.xml");
+    let scen = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sipp/register_retry_to.xml"
+    );
     let mut sipp = std::process::Command::new("timeout")
         .args(["400", "sipp", &a.udp.to_string(), "-sf", scen, "-inf"])
         .arg(dir.join("users.csv"))
-        .args(["-r", "1000", "-m", &n.to_string(), "-l", "4000", "-i", "127.0.0.1", "-nostdin", "-timeout", "360s", "-timeout_error", "-trace_err", "-error_file"])
+        .args([
+            "-r",
+            "1000",
+            "-m",
+            &n.to_string(),
+            "-l",
+            "4000",
+            "-i",
+            "127.0.0.1",
+            "-nostdin",
+            "-timeout",
+            "360s",
+            "-timeout_error",
+            "-trace_err",
+            "-error_file",
+        ])
         .arg(dir.join("err.log"))
         .args(["-trace_stat", "-stf"])
         .arg(dir.join("stat.csv"))
@@ -143,18 +212,35 @@ fn sipp_registers_10000_users_while_a_database_dies_and_every_user_stays_reachab
     let err = std::fs::read_to_string(dir.join("err.log")).unwrap_or_default();
     let head: Vec<&str> = stat.lines().next().unwrap_or("").split(';').collect();
     let last: Vec<&str> = stat.lines().last().unwrap_or("").split(';').collect();
-    let nonzero: Vec<String> = head.iter().zip(&last).filter(|(h, v)| h.starts_with("Failed") && **v != "0").map(|(h, v)| format!("{h}={v}")).collect();
+    let nonzero: Vec<String> = head
+        .iter()
+        .zip(&last)
+        .filter(|(h, v)| h.starts_with("Failed") && **v != "0")
+        .map(|(h, v)| format!("{h}={v}"))
+        .collect();
     // While the dead database times out, a REGISTER can take longer than SIPp's 500 ms
     // retransmission timer; the answer to the retransmission then arrives while the scenario
     // already moved on (SIPp counts an "unexpected message"). The user is registered either way,
     // which the lookups below check; anything else is a failure.
-    let other: Vec<&String> = nonzero.iter().filter(|f| !f.starts_with("FailedUnexpectedMessage") && !f.starts_with("FailedCall(")).collect();
-    assert!(other.is_empty(), "SIPp failures: {nonzero:?}\n{}", &err[..err.len().min(3000)]);
+    let other: Vec<&String> = nonzero
+        .iter()
+        .filter(|f| !f.starts_with("FailedUnexpectedMessage") && !f.starts_with("FailedCall("))
+        .collect();
+    assert!(
+        other.is_empty(),
+        "SIPp failures: {nonzero:?}\n{}",
+        &err[..err.len().min(3000)]
+    );
     let _ = status;
 
     // No REGISTER was lost: every user is found, through either node.
     let miss = missing_users(&a, &users);
-    assert!(miss.is_empty(), "{} users not found on node A, e.g. {:?}", miss.len(), &miss[..miss.len().min(5)]);
+    assert!(
+        miss.is_empty(),
+        "{} users not found on node A, e.g. {:?}",
+        miss.len(),
+        &miss[..miss.len().min(5)]
+    );
     let miss = missing_users(&b, &users);
     assert!(miss.is_empty(), "{} users not found on node B", miss.len());
     // The dead database is off for both nodes (the cluster table is shared).
@@ -165,7 +251,8 @@ fn sipp_registers_10000_users_while_a_database_dies_and_every_user_stays_reachab
         call_reaches(&a, &callee, u);
     }
     // Maintenance set on one node drains the database on the other within a reload interval.
-    a.rpc("location.set_status", &["2", "1", "maintenance"]).unwrap();
+    a.rpc("location.set_status", &["2", "1", "maintenance"])
+        .unwrap();
     wait_state(&b, 2, 1, "maintenance", Duration::from_secs(5));
     for u in users.iter().step_by(1999) {
         call_reaches(&b, &callee, u);
@@ -177,21 +264,45 @@ fn sipp_registers_10000_users_while_a_database_dies_and_every_user_stays_reachab
     wait_state(&a, 1, 2, "write-only", Duration::from_secs(20));
     wait_state(&b, 1, 2, "write-only", Duration::from_secs(20));
     let miss = missing_users(&a, &users);
-    assert!(miss.is_empty(), "{} users lost after the database came back", miss.len());
+    assert!(
+        miss.is_empty(),
+        "{} users lost after the database came back",
+        miss.len()
+    );
 }
 
 #[test]
 fn a_database_that_came_back_is_read_again_after_the_expire_window() {
-    let Some(pg0) = ThrowawayPostgres::start() else { return };
-    let Some(pg1) = ThrowawayPostgres::start() else { return };
-    let Some(cl) = testutil::fresh_postgres() else { return };
+    let Some(pg0) = ThrowawayPostgres::start() else {
+        return;
+    };
+    let Some(pg1) = ThrowawayPostgres::start() else {
+        return;
+    };
+    let Some(cl) = testutil::fresh_postgres() else {
+        return;
+    };
     let dir = temp_dir("pusrloc-window");
-    let cfg = write_config(&dir, &cl.url, &[vec![pg0.url(), pg1.url()]], "expire_window_s = 4\n\n[registrar]\nmax_expires = 4\nmin_expires = 1\nexpires_range = 0\n");
+    let cfg = write_config(
+        &dir,
+        &cl.url,
+        &[vec![pg0.url(), pg1.url()]],
+        "expire_window_s = 4\n\n[registrar]\nmax_expires = 4\nmin_expires = 1\nexpires_range = 0\n",
+    );
     let s = Server::start(&["--config", &cfg.to_string_lossy()]);
     let ua = Ua::new();
     pg1.kill();
     for i in 0..10 {
-        let r = register(&format!("w{i}"), "127.0.0.1", &format!("sip:w{i}@{}", ua.addr), ua.addr, 4, &format!("w{i}"), 1, "");
+        let r = register(
+            &format!("w{i}"),
+            "127.0.0.1",
+            &format!("sip:w{i}@{}", ua.addr),
+            ua.addr,
+            4,
+            &format!("w{i}"),
+            1,
+            "",
+        );
         ua.send(s.udp, r.as_bytes());
         let _ = ua.recv(Duration::from_secs(3));
     }
@@ -212,12 +323,23 @@ fn a_database_that_came_back_is_read_again_after_the_expire_window() {
 
 #[test]
 fn a_spare_from_another_risk_group_takes_the_place_of_a_dead_database() {
-    let Some(pg0) = ThrowawayPostgres::start() else { return };
-    let Some(pg1) = ThrowawayPostgres::start() else { return };
-    let Some(spare) = testutil::fresh_postgres() else { return };
-    let Some(cl) = testutil::fresh_postgres() else { return };
+    let Some(pg0) = ThrowawayPostgres::start() else {
+        return;
+    };
+    let Some(pg1) = ThrowawayPostgres::start() else {
+        return;
+    };
+    let Some(spare) = testutil::fresh_postgres() else {
+        return;
+    };
+    let Some(cl) = testutil::fresh_postgres() else {
+        return;
+    };
     let dir = temp_dir("pusrloc-spare");
-    let extra = format!("\n[[location.spares]]\nurl = \"{}\"\nrisk_group = 99\n", spare.url);
+    let extra = format!(
+        "\n[[location.spares]]\nurl = \"{}\"\nrisk_group = 99\n",
+        spare.url
+    );
     // Spares are a top-level array of the section: written after the groups.
     let cfg = write_config(&dir, &cl.url, &[vec![pg0.url(), pg1.url()]], "");
     let mut text = std::fs::read_to_string(&cfg).unwrap();
@@ -229,39 +351,82 @@ fn a_spare_from_another_risk_group_takes_the_place_of_a_dead_database() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut i = 0;
     loop {
-        let r = register(&format!("s{i}"), "127.0.0.1", &format!("sip:s{i}@{}", ua.addr), ua.addr, 600, &format!("s{i}"), 1, "");
+        let r = register(
+            &format!("s{i}"),
+            "127.0.0.1",
+            &format!("sip:s{i}@{}", ua.addr),
+            ua.addr,
+            600,
+            &format!("s{i}"),
+            1,
+            "",
+        );
         ua.send(s.udp, r.as_bytes());
         let _ = ua.recv(Duration::from_secs(2));
         i += 1;
         let c = cluster(&s);
-        let took = c["groups"][0]["databases"].as_array().unwrap().iter().any(|d| d["url"].as_str().is_some_and(|u| u.contains(spare.url.rsplit('/').next().unwrap())));
+        let took = c["groups"][0]["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| {
+                d["url"]
+                    .as_str()
+                    .is_some_and(|u| u.contains(spare.url.rsplit('/').next().unwrap()))
+            });
         if took {
             break;
         }
         assert!(Instant::now() < deadline, "no spare took over: {c}");
     }
     // New registrations succeed with the spare in the group.
-    let r = register("after", "127.0.0.1", &format!("sip:after@{}", ua.addr), ua.addr, 600, "after", 1, "");
+    let r = register(
+        "after",
+        "127.0.0.1",
+        &format!("sip:after@{}", ua.addr),
+        ua.addr,
+        600,
+        "after",
+        1,
+        "",
+    );
     ua.send(s.udp, r.as_bytes());
     ua.expect_status(200);
 }
 
 #[test]
 fn going_from_two_groups_to_three_keeps_every_user_reachable() {
-    let dbs: Vec<_> = match (0..6).map(|_| testutil::fresh_postgres()).collect::<Option<Vec<_>>>() {
+    let dbs: Vec<_> = match (0..6)
+        .map(|_| testutil::fresh_postgres())
+        .collect::<Option<Vec<_>>>()
+    {
         Some(v) => v,
         None => return,
     };
-    let Some(cl) = testutil::fresh_postgres() else { return };
+    let Some(cl) = testutil::fresh_postgres() else {
+        return;
+    };
     let dir = temp_dir("pusrloc-rebalance");
-    let two = vec![vec![dbs[0].url.clone(), dbs[1].url.clone()], vec![dbs[2].url.clone(), dbs[3].url.clone()]];
+    let two = vec![
+        vec![dbs[0].url.clone(), dbs[1].url.clone()],
+        vec![dbs[2].url.clone(), dbs[3].url.clone()],
+    ];
     let cfg2 = write_config(&dir, &cl.url, &two, "");
     let callee = Ua::new();
     let users: Vec<String> = (0..300).map(|i| format!("rb{i}")).collect();
     {
         let mut s = Server::start(&["--config", &cfg2.to_string_lossy()]);
         for u in &users {
-            let r = register(u, "127.0.0.1", &format!("sip:{u}@{}", callee.addr), callee.addr, 3600, &format!("c-{u}"), 1, "");
+            let r = register(
+                u,
+                "127.0.0.1",
+                &format!("sip:{u}@{}", callee.addr),
+                callee.addr,
+                3600,
+                &format!("c-{u}"),
+                1,
+                "",
+            );
             callee.send(s.udp, r.as_bytes());
             callee.expect_status(200);
         }
@@ -276,19 +441,39 @@ fn going_from_two_groups_to_three_keeps_every_user_reachable() {
         "INSERT INTO location_cluster (id, no, url, status, errors, failover, spare, rg) VALUES (3, 1, '{}', 1, 0, 0, 0, 31), (3, 2, '{}', 1, 0, 0, 0, 32)",
         dbs[4].url, dbs[5].url
     );
-    let out = std::process::Command::new("psql").arg(&cl.url).arg("-c").arg(&sql).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("psql")
+        .arg(&cl.url)
+        .arg("-c")
+        .arg(&sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = Server::start(&["--config", &cfg3.to_string_lossy()]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while cluster(&s)["groups"].as_array().unwrap().len() < 3 {
-        assert!(Instant::now() < deadline, "group 3 not loaded: {}", cluster(&s));
+        assert!(
+            Instant::now() < deadline,
+            "group 3 not loaded: {}",
+            cluster(&s)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let miss = missing_users(&s, &users);
-    assert!(miss.is_empty(), "{} users not found during the transition", miss.len());
+    assert!(
+        miss.is_empty(),
+        "{} users not found during the transition",
+        miss.len()
+    );
     for u in users.iter().step_by(37) {
         call_reaches(&s, &callee, u);
     }
     let rb = s.rpc("location.rebalance", &[]).unwrap();
-    assert!(rb.to_string().contains("previous") || rb.to_string().contains("layout"), "{rb}");
+    assert!(
+        rb.to_string().contains("previous") || rb.to_string().contains("layout"),
+        "{rb}"
+    );
 }

@@ -1,6 +1,8 @@
 //! The stateful proxy with the default script, on the wire: callees register, callers call
 //! through the server; every assertion is about who received what.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::SocketAddr;
@@ -12,7 +14,16 @@ use sip_msg::SipMessage;
 /// Registers `user` at the server with a contact pointing at `ua`.
 fn reg(s: &Server, ua: &Ua, user: &str, _q: Option<&str>) {
     let contact = format!("sip:{user}@{}", ua.addr);
-    let r = register(user, "127.0.0.1", &contact, ua.addr, 3600, &format!("reg-{}", uniq()), 1, "");
+    let r = register(
+        user,
+        "127.0.0.1",
+        &contact,
+        ua.addr,
+        3600,
+        &format!("reg-{}", uniq()),
+        1,
+        "",
+    );
     ua.send(s.udp, r.as_bytes());
     ua.expect_status(200);
 }
@@ -54,9 +65,24 @@ fn answer(callee: &Ua, inv: &SipMessage, status: u16, reason: &str, tag: &str) {
 }
 
 /// An in-dialog request from a UA, following the route set `routes` (in order) to `target`.
-fn in_dialog(from: &Ua, s: &Server, method: &str, target: &str, routes: &[String], call_id: &str, from_tag: &str, to_tag: &str, cseq: u32) {
+#[allow(clippy::too_many_arguments)]
+fn in_dialog(
+    from: &Ua,
+    s: &Server,
+    method: &str,
+    target: &str,
+    routes: &[String],
+    call_id: &str,
+    from_tag: &str,
+    to_tag: &str,
+    cseq: u32,
+) {
     let u = uniq();
-    let route_hdr = if routes.is_empty() { String::new() } else { format!("Route: {}\r\n", routes.join(", ")) };
+    let route_hdr = if routes.is_empty() {
+        String::new()
+    } else {
+        format!("Route: {}\r\n", routes.join(", "))
+    };
     let msg = format!(
         "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bK{u}\r\nMax-Forwards: 70\r\n{route_hdr}From: <sip:x@example.com>;tag={from_tag}\r\nTo: <sip:y@example.com>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
         a = from.addr
@@ -65,7 +91,9 @@ fn in_dialog(from: &Ua, s: &Server, method: &str, target: &str, routes: &[String
 }
 
 fn record_routes(m: &SipMessage) -> Vec<String> {
-    m.record_routes().map(|r| String::from_utf8_lossy(r.raw()).into_owned()).collect()
+    m.record_routes()
+        .map(|r| String::from_utf8_lossy(r.raw()).into_owned())
+        .collect()
 }
 
 #[test]
@@ -78,7 +106,10 @@ fn a_basic_call_goes_through_record_route_and_either_side_can_hang_up() {
         let (_inv, call_id) = invite(&caller, &s, "bob");
         caller.expect_status(100);
         let inv = expect_request(&callee, "INVITE");
-        assert_eq!(inv.request_uri_bytes(), Some(format!("sip:bob@{}", callee.addr).as_bytes()));
+        assert_eq!(
+            inv.request_uri_bytes(),
+            Some(format!("sip:bob@{}", callee.addr).as_bytes())
+        );
         let rr = record_routes(&inv);
         assert_eq!(rr.len(), 1, "one Record-Route from the proxy");
         answer(&callee, &inv, 180, "Ringing", "t1");
@@ -86,19 +117,55 @@ fn a_basic_call_goes_through_record_route_and_either_side_can_hang_up() {
         answer(&callee, &inv, 200, "OK", "t1");
         let ok = caller.expect_status(200);
         let caller_routes = record_routes(&ok);
-        assert_eq!(caller_routes, rr, "the caller sees the proxy's Record-Route");
+        assert_eq!(
+            caller_routes, rr,
+            "the caller sees the proxy's Record-Route"
+        );
         let from_tag = String::from_utf8_lossy(ok.from_tag().unwrap()).into_owned();
         // ACK and BYE follow the route set.
-        in_dialog(&caller, &s, "ACK", &format!("sip:callee@{}", callee.addr), &caller_routes, &call_id, &from_tag, "t1", 1);
+        in_dialog(
+            &caller,
+            &s,
+            "ACK",
+            &format!("sip:callee@{}", callee.addr),
+            &caller_routes,
+            &call_id,
+            &from_tag,
+            "t1",
+            1,
+        );
         let ack = expect_request(&callee, "ACK");
-        assert!(ack.header_by_name(b"Route").is_none(), "our Route entry was consumed");
+        assert!(
+            ack.header_by_name(b"Route").is_none(),
+            "our Route entry was consumed"
+        );
         if bye_from_callee {
-            in_dialog(&callee, &s, "BYE", &format!("sip:caller@{}", caller.addr), &rr, &call_id, "t1", &from_tag, 1);
+            in_dialog(
+                &callee,
+                &s,
+                "BYE",
+                &format!("sip:caller@{}", caller.addr),
+                &rr,
+                &call_id,
+                "t1",
+                &from_tag,
+                1,
+            );
             let bye = expect_request(&caller, "BYE");
             answer_req(&caller, &bye);
             callee.expect_status(200);
         } else {
-            in_dialog(&caller, &s, "BYE", &format!("sip:callee@{}", callee.addr), &caller_routes, &call_id, &from_tag, "t1", 2);
+            in_dialog(
+                &caller,
+                &s,
+                "BYE",
+                &format!("sip:callee@{}", callee.addr),
+                &caller_routes,
+                &call_id,
+                &from_tag,
+                "t1",
+                2,
+            );
             let bye = expect_request(&callee, "BYE");
             answer_req(&callee, &bye);
             caller.expect_status(200);
@@ -125,7 +192,10 @@ fn cancel_before_answer_gets_200_and_487_and_the_callee_gets_the_cancel() {
     let cancel = inv_text
         .replacen("INVITE sip:", "CANCEL sip:", 1)
         .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
-        .replace("Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n", "Content-Length: 0\r\n\r\n");
+        .replace(
+            "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
+            "Content-Length: 0\r\n\r\n",
+        );
     caller.send(s.udp, cancel.as_bytes());
     let c = caller.expect_status(200);
     assert_eq!(c.cseq().unwrap().method.as_bytes(), b"CANCEL");
@@ -165,7 +235,16 @@ fn parallel_forking_relays_the_first_2xx_and_cancels_the_other_branch() {
     let b = Ua::new();
     reg(&s, &a, "erin", None);
     // A second contact for the same AOR, same q: both ring in parallel.
-    let r = register("erin", "127.0.0.1", &format!("sip:erin@{}", b.addr), b.addr, 3600, &format!("reg-{}", uniq()), 1, "");
+    let r = register(
+        "erin",
+        "127.0.0.1",
+        &format!("sip:erin@{}", b.addr),
+        b.addr,
+        3600,
+        &format!("reg-{}", uniq()),
+        1,
+        "",
+    );
     b.send(s.udp, r.as_bytes());
     b.expect_status(200);
     let caller = Ua::new();
@@ -190,8 +269,17 @@ fn serial_forking_tries_the_lower_q_contact_after_486_through_the_failure_route(
     let hi = Ua::new();
     let lo = Ua::new();
     for (ua, q) in [(&hi, "1.0"), (&lo, "0.5")] {
-        let r = register("frank", "127.0.0.1", &format!("sip:frank@{}>;q={q};x=<y", ua.addr), ua.addr, 3600, &format!("reg-{}", uniq()), 1, "")
-            .replace(";x=<y>", "");
+        let r = register(
+            "frank",
+            "127.0.0.1",
+            &format!("sip:frank@{}>;q={q};x=<y", ua.addr),
+            ua.addr,
+            3600,
+            &format!("reg-{}", uniq()),
+            1,
+            "",
+        )
+        .replace(";x=<y>", "");
         ua.send(s.udp, r.as_bytes());
         ua.expect_status(200);
     }
@@ -229,7 +317,8 @@ fn a_call_to_an_unknown_user_gets_404_and_max_forwards_zero_gets_483() {
     let caller = Ua::new();
     invite(&caller, &s, "nobody");
     caller.expect_status(404);
-    let msg = request("MESSAGE", "sip:x@example.com", caller.addr, "UDP", "", "").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let msg = request("MESSAGE", "sip:x@example.com", caller.addr, "UDP", "", "")
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
     caller.send(s.udp, msg.as_bytes());
     caller.expect_status(483);
 }
@@ -242,8 +331,17 @@ fn a_udp_caller_reaches_a_tcp_callee_and_a_30_kb_invite_crosses_tcp() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let la = listener.local_addr().unwrap();
     let mut reg_conn = TcpUa::connect(tcp);
-    let r = register("hank", "127.0.0.1", &format!("sip:hank@{la};transport=tcp"), reg_conn.addr, 3600, &format!("reg-{}", uniq()), 1, "")
-        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let r = register(
+        "hank",
+        "127.0.0.1",
+        &format!("sip:hank@{la};transport=tcp"),
+        reg_conn.addr,
+        3600,
+        &format!("reg-{}", uniq()),
+        1,
+        "",
+    )
+    .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
     reg_conn.send(r.as_bytes());
     reg_conn.expect_status(200);
     // A 30 KB INVITE from a UDP caller would not fit a datagram path MTU but fits the 64 KB
@@ -322,11 +420,17 @@ fn transactions_are_freed_after_calls_of_every_outcome() {
     let deadline = std::time::Instant::now() + Duration::from_secs(45);
     loop {
         let live = s.rpc("tm.stats", &[]).unwrap();
-        let n = live["live"]["total"].as_u64().or_else(|| live["current"].as_u64()).unwrap_or(u64::MAX);
+        let n = live["live"]["total"]
+            .as_u64()
+            .or_else(|| live["current"].as_u64())
+            .unwrap_or(u64::MAX);
         if n == 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "transactions still live: {live}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transactions still live: {live}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -346,11 +450,32 @@ fn sipp_calls_through_the_proxy_with_the_bench_scenarios() {
     };
     // The callee registers its SIPp address.
     let reg = Ua::new();
-    let r = register("callee", "127.0.0.1", &format!("sip:callee@127.0.0.1:{uas_port}"), reg.addr, 600, "sipp-callee", 1, "");
+    let r = register(
+        "callee",
+        "127.0.0.1",
+        &format!("sip:callee@127.0.0.1:{uas_port}"),
+        reg.addr,
+        600,
+        "sipp-callee",
+        1,
+        "",
+    );
     reg.send(s.udp, r.as_bytes());
     reg.expect_status(200);
     let mut uas = std::process::Command::new("timeout")
-        .args(["60", "sipp", "-sf", &format!("{sc}/uas_call.xml"), "-p", &uas_port.to_string(), "-i", "127.0.0.1", "-nostdin", "-m", "60"])
+        .args([
+            "60",
+            "sipp",
+            "-sf",
+            &format!("{sc}/uas_call.xml"),
+            "-p",
+            &uas_port.to_string(),
+            "-i",
+            "127.0.0.1",
+            "-nostdin",
+            "-m",
+            "60",
+        ])
         .current_dir(&dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -358,7 +483,27 @@ fn sipp_calls_through_the_proxy_with_the_bench_scenarios() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let out = std::process::Command::new("timeout")
-        .args(["60", "sipp", &s.udp.to_string(), "-sf", &format!("{sc}/uac_call.xml"), "-s", "callee", "-r", "20", "-m", "60", "-i", "127.0.0.1", "-nostdin", "-timeout", "50s", "-timeout_error", "-trace_stat", "-stf"])
+        .args([
+            "60",
+            "sipp",
+            &s.udp.to_string(),
+            "-sf",
+            &format!("{sc}/uac_call.xml"),
+            "-s",
+            "callee",
+            "-r",
+            "20",
+            "-m",
+            "60",
+            "-i",
+            "127.0.0.1",
+            "-nostdin",
+            "-timeout",
+            "50s",
+            "-timeout_error",
+            "-trace_stat",
+            "-stf",
+        ])
         .arg(dir.join("uac.csv"))
         .current_dir(&dir)
         .output()
@@ -367,8 +512,17 @@ fn sipp_calls_through_the_proxy_with_the_bench_scenarios() {
     let stat = std::fs::read_to_string(dir.join("uac.csv")).unwrap_or_default();
     let head: Vec<&str> = stat.lines().next().unwrap_or("").split(';').collect();
     let last: Vec<&str> = stat.lines().last().unwrap_or("").split(';').collect();
-    let get = |k: &str| head.iter().position(|h| *h == k).and_then(|i| last.get(i)).and_then(|v| v.parse::<u64>().ok());
-    assert!(out.status.success(), "SIPp caller failed: {}", String::from_utf8_lossy(&out.stderr));
+    let get = |k: &str| {
+        head.iter()
+            .position(|h| *h == k)
+            .and_then(|i| last.get(i))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    assert!(
+        out.status.success(),
+        "SIPp caller failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(get("SuccessfulCall(C)"), Some(60), "{stat}");
     assert_eq!(get("FailedCall(C)"), Some(0));
 }
@@ -394,12 +548,19 @@ fn a_stateless_script_forwards_requests_and_replies_without_transactions() {
     // A retransmission is forwarded again, with the same branch (RFC 3261 §16.11).
     caller.send(s.udp, inv_text.as_bytes());
     let again = expect_request(&callee, "INVITE");
-    assert_eq!(again.top_via().unwrap().branch(), inv.top_via().unwrap().branch());
+    assert_eq!(
+        again.top_via().unwrap().branch(),
+        inv.top_via().unwrap().branch()
+    );
     answer(&callee, &inv, 486, "Busy Here", "sl");
     let r = caller.expect_status(486);
     assert_eq!(r.vias().count(), 1, "our Via removed from the reply");
     // No transaction was created.
     let st = s.rpc("tm.stats", &[]).unwrap();
     assert!(st.to_string().contains("\"total\""), "{st}");
-    assert_eq!(st["live"]["total"].as_u64().or(st["current"].as_u64()), Some(0), "{st}");
+    assert_eq!(
+        st["live"]["total"].as_u64().or(st["current"].as_u64()),
+        Some(0),
+        "{st}"
+    );
 }

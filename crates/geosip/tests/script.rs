@@ -1,6 +1,8 @@
 //! Routing scripts through the binary: hot reload by RPC and SIGHUP, broken scripts refused
 //! with file and line, transactions in flight surviving a reload.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -44,7 +46,11 @@ fn cfg_reload_swaps_the_script_and_a_broken_one_is_refused_with_file_and_line() 
 
     std::fs::write(&file, script_answering(202)).unwrap();
     let out = ctl(&s, &["cfg.reload"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(options_status(&s, &ua), 202);
 
     std::fs::write(&file, "function request_route()\n  if then\nend\n").unwrap();
@@ -58,7 +64,10 @@ fn cfg_reload_swaps_the_script_and_a_broken_one_is_refused_with_file_and_line() 
     s.signal("HUP");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while options_status(&s, &ua) != 203 {
-        assert!(std::time::Instant::now() < deadline, "SIGHUP did not reload");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -71,11 +80,27 @@ fn a_call_in_flight_completes_across_a_reload() {
     let set = format!("script.file=\"{}\"", file.display());
     let s = Server::start(&["--set", &set]);
     let callee = Ua::new();
-    let r = register("zoe", "127.0.0.1", &format!("sip:zoe@{}", callee.addr), callee.addr, 600, "z1", 1, "");
+    let r = register(
+        "zoe",
+        "127.0.0.1",
+        &format!("sip:zoe@{}", callee.addr),
+        callee.addr,
+        600,
+        "z1",
+        1,
+        "",
+    );
     callee.send(s.udp, r.as_bytes());
     callee.expect_status(200);
     let caller = Ua::new();
-    let inv = request("INVITE", &format!("sip:zoe@127.0.0.1:{}", s.udp.port()), caller.addr, "UDP", "", "");
+    let inv = request(
+        "INVITE",
+        &format!("sip:zoe@127.0.0.1:{}", s.udp.port()),
+        caller.addr,
+        "UDP",
+        "",
+        "",
+    );
     caller.send(s.udp, inv.as_bytes());
     let got = loop {
         let m = callee.expect("INVITE");
@@ -84,7 +109,11 @@ fn a_call_in_flight_completes_across_a_reload() {
         }
     };
     // Reload while the INVITE transaction (with its failure route armed) is pending.
-    std::fs::write(&file, DEFAULT.replace("-- geosip default", "-- reloaded geosip default")).unwrap();
+    std::fs::write(
+        &file,
+        DEFAULT.replace("-- geosip default", "-- reloaded geosip default"),
+    )
+    .unwrap();
     assert!(ctl(&s, &["cfg.reload"]).status.success());
     let resp = response_to(&got, 486, "Busy Here", Some("zz"), "");
     callee.send(s.udp, resp.as_bytes());
@@ -94,10 +123,18 @@ fn a_call_in_flight_completes_across_a_reload() {
 #[test]
 fn check_config_reports_a_broken_script_with_its_file_and_line() {
     let dir = temp_dir("check");
-    std::fs::write(dir.join("route.lua"), "function request_route()\n  local = 1\nend\n").unwrap();
+    std::fs::write(
+        dir.join("route.lua"),
+        "function request_route()\n  local = 1\nend\n",
+    )
+    .unwrap();
     let cfg = dir.join("geosip.toml");
     std::fs::write(&cfg, "[script]\nfile = \"route.lua\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip")).arg("check-config").arg(&cfg).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip"))
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("route.lua:2:"), "{e}");
@@ -106,6 +143,14 @@ fn check_config_reports_a_broken_script_with_its_file_and_line() {
 #[test]
 fn the_reference_configuration_file_is_valid() {
     let f = concat!(env!("CARGO_MANIFEST_DIR"), "/../../etc/geosip.toml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip")).arg("check-config").arg(f).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip"))
+        .arg("check-config")
+        .arg(f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -3,6 +3,8 @@
 //! answering OPTIONS from a trusted peer and relaying in-dialog BYEs, keep its memory
 //! bounded, and in the end every phone that retried is registered.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::UdpSocket;
@@ -13,12 +15,17 @@ use common::*;
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 #[test]
-fn a_registration_storm_is_shed_with_503_while_trusted_peers_and_dialogs_are_served_and_everyone_ends_registered() {
+fn a_registration_storm_is_shed_with_503_while_trusted_peers_and_dialogs_are_served_and_everyone_ends_registered()
+ {
     if !have_tool("sipp") {
         return;
     }
@@ -27,18 +34,41 @@ fn a_registration_storm_is_shed_with_503_while_trusted_peers_and_dialogs_are_ser
     // measured), and every phone told 503 retries after its Retry-After, every unanswered one
     // retransmits. The storm lasts until the last phone is in (about a minute here).
     // Override with STORM_RATE / STORM_PHONES; `secs` is how long the checks run meanwhile.
-    let rate: u64 = std::env::var("STORM_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(12_000);
-    let phones: u64 = std::env::var("STORM_PHONES").ok().and_then(|v| v.parse().ok()).unwrap_or(60_000);
-    let secs: u64 = std::env::var("STORM_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let rate: u64 = std::env::var("STORM_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12_000);
+    let phones: u64 = std::env::var("STORM_PHONES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60_000);
+    let secs: u64 = std::env::var("STORM_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
     // The storm comes from 127.0.0.2 ("the phones"); 127.0.0.1 is the trusted peer. Flood
     // blocking is off here: the storm is legitimate phones, overload control is under test.
-    let s = Server::start(&["--set", "pike.enabled=false", "--set", "pike.whitelist=[\"127.0.0.1\"]"]);
+    let s = Server::start(&[
+        "--set",
+        "pike.enabled=false",
+        "--set",
+        "pike.whitelist=[\"127.0.0.1\"]",
+    ]);
     let pid = s.pid();
     let rss0 = rss_kb(pid);
 
     // A callee with a dialog through the proxy, for in-dialog BYEs during the storm.
     let callee = Ua::new();
-    let r = register("bye-callee", "127.0.0.1", &format!("sip:bye-callee@{}", callee.addr), callee.addr, 3600, "byecallee", 1, "");
+    let r = register(
+        "bye-callee",
+        "127.0.0.1",
+        &format!("sip:bye-callee@{}", callee.addr),
+        callee.addr,
+        3600,
+        "byecallee",
+        1,
+        "",
+    );
     callee.send(s.udp, r.as_bytes());
     callee.expect_status(200);
 
@@ -49,13 +79,40 @@ fn a_registration_storm_is_shed_with_503_while_trusted_peers_and_dialogs_are_ser
         csv.push_str(&format!("st{i:07};127.0.0.2:9;\n"));
     }
     std::fs::write(dir.join("users.csv"), csv).unwrap();
-    let scen = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/register_retry_to.xml");
+    let scen = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sipp/register_retry_to.xml"
+    );
     let mut sipp = std::process::Command::new("timeout")
         .arg("330")
         .args(["sipp", &s.udp.to_string(), "-sf", scen, "-inf"])
         .arg(dir.join("users.csv"))
-        .args(["-r", &rate.to_string(), "-m", &m.to_string(), "-l", &(rate * 4).to_string(), "-i", "127.0.0.2", "-nostdin", "-default_behaviors", "all,-abortunexp,-bye", "-max_retrans", "30", "-max_non_invite_retrans", "30"])
-        .args(["-timeout", "300s", "-timeout_error", "-buff_size", "8388608", "-trace_stat", "-stf"])
+        .args([
+            "-r",
+            &rate.to_string(),
+            "-m",
+            &m.to_string(),
+            "-l",
+            &(rate * 4).to_string(),
+            "-i",
+            "127.0.0.2",
+            "-nostdin",
+            "-default_behaviors",
+            "all,-abortunexp,-bye",
+            "-max_retrans",
+            "30",
+            "-max_non_invite_retrans",
+            "30",
+        ])
+        .args([
+            "-timeout",
+            "300s",
+            "-timeout_error",
+            "-buff_size",
+            "8388608",
+            "-trace_stat",
+            "-stf",
+        ])
         .arg(dir.join("stat.csv"))
         .current_dir(&dir)
         .stdout(std::process::Stdio::null())
@@ -66,7 +123,8 @@ fn a_registration_storm_is_shed_with_503_while_trusted_peers_and_dialogs_are_ser
     // During the storm: OPTIONS from the trusted peer every 200 ms, and an in-dialog BYE every
     // second; both must be answered.
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-    peer.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    peer.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let pa = peer.local_addr().unwrap();
     let dialog_ua = Ua::new();
     let (mut options_sent, mut options_ok, mut byes_sent, mut byes_ok) = (0u32, 0u32, 0u32, 0u32);
@@ -119,10 +177,19 @@ fn a_registration_storm_is_shed_with_503_while_trusted_peers_and_dialogs_are_ser
                     && b.method_bytes() == Some(b"BYE")
                 {
                     let v = b.top_via().unwrap();
-                    let to: std::net::SocketAddr = format!("{}:{}", String::from_utf8_lossy(v.host().raw()), v.port().unwrap_or(5060)).parse().unwrap();
+                    let to: std::net::SocketAddr = format!(
+                        "{}:{}",
+                        String::from_utf8_lossy(v.host().raw()),
+                        v.port().unwrap_or(5060)
+                    )
+                    .parse()
+                    .unwrap();
                     callee.send(to, response_to(&b, 200, "OK", None, "").as_bytes());
                 }
-                if dialog_ua.recv(Duration::from_millis(20)).is_some_and(|m| m.status() == Some(200)) {
+                if dialog_ua
+                    .recv(Duration::from_millis(20))
+                    .is_some_and(|m| m.status() == Some(200))
+                {
                     byes_ok += 1;
                     done = true;
                 }
@@ -138,8 +205,14 @@ fn a_registration_storm_is_shed_with_503_while_trusted_peers_and_dialogs_are_ser
     let rejected = shed["rejected_503"]["overload"].as_u64().unwrap_or(0);
     assert!(rejected > 0, "no request was shed: {shed}");
     // Trusted peer and dialogs were served throughout.
-    assert!(options_ok as f64 >= options_sent as f64 * 0.95, "OPTIONS answered {options_ok}/{options_sent}");
-    assert!(byes_ok as f64 >= byes_sent as f64 * 0.9, "BYEs relayed {byes_ok}/{byes_sent}");
+    assert!(
+        options_ok as f64 >= options_sent as f64 * 0.95,
+        "OPTIONS answered {options_ok}/{options_sent}"
+    );
+    assert!(
+        byes_ok as f64 >= byes_sent as f64 * 0.9,
+        "BYEs relayed {byes_ok}/{byes_sent}"
+    );
     // Memory stayed bounded (registrations themselves cost ~250 B each).
     let growth_mb = rss_peak.saturating_sub(rss0) / 1024;
     assert!(growth_mb < 1024, "RSS grew by {growth_mb} MB");
@@ -147,11 +220,26 @@ fn a_registration_storm_is_shed_with_503_while_trusted_peers_and_dialogs_are_ser
     let stat = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
     let head: Vec<&str> = stat.lines().next().unwrap_or("").split(';').collect();
     let last: Vec<&str> = stat.lines().last().unwrap_or("").split(';').collect();
-    let get = |k: &str| head.iter().position(|h| *h == k).and_then(|i| last.get(i)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let get = |k: &str| {
+        head.iter()
+            .position(|h| *h == k)
+            .and_then(|i| last.get(i))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     let ok = get("SuccessfulCall(C)");
-    let failures: Vec<String> = head.iter().zip(&last).filter(|(h, v)| h.starts_with("Failed") && **v != "0").map(|(h, v)| format!("{h}={v}")).collect();
+    let failures: Vec<String> = head
+        .iter()
+        .zip(&last)
+        .filter(|(h, v)| h.starts_with("Failed") && **v != "0")
+        .map(|(h, v)| format!("{h}={v}"))
+        .collect();
     let unexpected = get("FailedUnexpectedMessage(C)");
-    assert_eq!(ok + unexpected, m, "calls: ok {ok}, unexpected {unexpected}, of {m} (sipp {status:?}) {failures:?}");
+    assert_eq!(
+        ok + unexpected,
+        m,
+        "calls: ok {ok}, unexpected {unexpected}, of {m} (sipp {status:?}) {failures:?}"
+    );
     let st = s.rpc("ul.stats", &[]).unwrap();
     // +1: the BYE callee.
     assert_eq!(st["usrloc"]["contacts"].as_u64(), Some(m + 1), "{st}");

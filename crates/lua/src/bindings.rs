@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use geosip_auth::Auth;
 use geosip_core::Core;
 use geosip_core::ctx::{MsgCtx, Target};
 use geosip_htable::{Htable, Value as HValue};
-use geosip_auth::Auth;
 use geosip_pike::Protect;
 use geosip_registrar::Registrar;
 use geosip_tm::{Tm, TmError};
@@ -44,20 +44,26 @@ fn no_ctx() -> mlua::Error {
 /// Runs `f` on the message being routed: the reply in a reply route, else the request.
 pub(crate) fn with_msg<R>(f: impl FnOnce(&SipMessage) -> R) -> mlua::Result<R> {
     if REPLY.with(|r| r.borrow().is_some()) {
-        return REPLY.with(|r| r.borrow().as_ref().map(|v| f(&v.msg))).ok_or_else(no_ctx);
+        return REPLY
+            .with(|r| r.borrow().as_ref().map(|v| f(&v.msg)))
+            .ok_or_else(no_ctx);
     }
-    CUR.with(|c| c.borrow().as_ref().map(|ctx| f(&ctx.msg))).ok_or_else(no_ctx)
+    CUR.with(|c| c.borrow().as_ref().map(|ctx| f(&ctx.msg)))
+        .ok_or_else(no_ctx)
 }
 
 /// Runs `f` on the current request context.
 pub(crate) fn with_ctx<R>(f: impl FnOnce(&mut MsgCtx) -> R) -> mlua::Result<R> {
-    CUR.with(|c| c.borrow_mut().as_mut().map(f)).ok_or_else(no_ctx)
+    CUR.with(|c| c.borrow_mut().as_mut().map(f))
+        .ok_or_else(no_ctx)
 }
 
 /// Runs `f` on the current request with the context taken out of the slot, for calls that
 /// may run other routes (t_relay → branch/failure routes).
 pub(crate) fn take_ctx<R>(f: impl FnOnce(&mut MsgCtx) -> R) -> mlua::Result<R> {
-    let Some(mut ctx) = CUR.with(|c| c.borrow_mut().take()) else { return Err(no_ctx()) };
+    let Some(mut ctx) = CUR.with(|c| c.borrow_mut().take()) else {
+        return Err(no_ctx());
+    };
     let r = f(&mut ctx);
     CUR.with(|c| *c.borrow_mut() = Some(ctx));
     Ok(r)
@@ -149,8 +155,20 @@ fn core_fns(lua: &Lua, ksr: &Table, m: &Modules) -> mlua::Result<()> {
         })
     });
     for meth in [
-        "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY",
-        "MESSAGE", "REFER", "PUBLISH",
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "REGISTER",
+        "OPTIONS",
+        "INFO",
+        "UPDATE",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "MESSAGE",
+        "REFER",
+        "PUBLISH",
     ] {
         let mb = meth.as_bytes();
         ksr.set(
@@ -163,9 +181,15 @@ fn core_fns(lua: &Lua, ksr: &Table, m: &Modules) -> mlua::Result<()> {
             })?,
         )?;
     }
-    func!(lua, ksr, "setflag", |_, f: u32| with_ctx(|c| c.set_flag(f)).map(|_| 1));
-    func!(lua, ksr, "resetflag", |_, f: u32| with_ctx(|c| c.reset_flag(f)).map(|_| 1));
-    func!(lua, ksr, "isflagset", |_, f: u32| with_ctx(|c| c.is_flag_set(f)));
+    func!(lua, ksr, "setflag", |_, f: u32| with_ctx(|c| c.set_flag(f))
+        .map(|_| 1));
+    func!(lua, ksr, "resetflag", |_, f: u32| with_ctx(
+        |c| c.reset_flag(f)
+    )
+    .map(|_| 1));
+    func!(lua, ksr, "isflagset", |_, f: u32| with_ctx(
+        |c| c.is_flag_set(f)
+    ));
     let core = Arc::clone(&m.core);
     func!(lua, ksr, "forward", move |_, uri: Option<LuaString>| {
         take_ctx(|ctx| {
@@ -189,7 +213,10 @@ fn core_fns(lua: &Lua, ksr: &Table, m: &Modules) -> mlua::Result<()> {
     func!(lua, ksr, "is_myself_ruri", move |_, ()| {
         with_ctx(|ctx| Uri::parse(ctx.ruri()).is_ok_and(|u| core.myself.is_myself_uri(&u)))
     });
-    for (name, hdr) in [("is_myself_furi", HeaderName::From), ("is_myself_turi", HeaderName::To)] {
+    for (name, hdr) in [
+        ("is_myself_furi", HeaderName::From),
+        ("is_myself_turi", HeaderName::To),
+    ] {
         let core = Arc::clone(&m.core);
         ksr.set(
             name,
@@ -203,10 +230,22 @@ fn core_fns(lua: &Lua, ksr: &Table, m: &Modules) -> mlua::Result<()> {
             })?,
         )?;
     }
-    func!(lua, ksr, "setdsturi", |_, uri: LuaString| with_ctx(|c| c.dst_uri = Some(Bytes::from(bytes_of(&uri)))).map(|_| 1));
-    func!(lua, ksr, "resetdsturi", |_, ()| with_ctx(|c| c.dst_uri = None).map(|_| 1));
-    func!(lua, ksr, "seturi", |_, uri: LuaString| with_ctx(|c| c.new_ruri = Some(Bytes::from(bytes_of(&uri)))).map(|_| 1));
-    func!(lua, ksr, "rewriteuri", |_, uri: LuaString| with_ctx(|c| c.new_ruri = Some(Bytes::from(bytes_of(&uri)))).map(|_| 1));
+    func!(lua, ksr, "setdsturi", |_, uri: LuaString| with_ctx(|c| c
+        .dst_uri =
+        Some(Bytes::from(bytes_of(&uri))))
+    .map(|_| 1));
+    func!(lua, ksr, "resetdsturi", |_, ()| with_ctx(
+        |c| c.dst_uri = None
+    )
+    .map(|_| 1));
+    func!(lua, ksr, "seturi", |_, uri: LuaString| with_ctx(|c| c
+        .new_ruri =
+        Some(Bytes::from(bytes_of(&uri))))
+    .map(|_| 1));
+    func!(lua, ksr, "rewriteuri", |_, uri: LuaString| with_ctx(|c| {
+        c.new_ruri = Some(Bytes::from(bytes_of(&uri)))
+    })
+    .map(|_| 1));
     func!(lua, ksr, "append_branch", |_, uri: Option<LuaString>| {
         with_ctx(|c| {
             let u = match &uri {
@@ -249,13 +288,18 @@ fn pv_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
         let tm = Arc::clone(&m.tm);
         move |name: &str| -> mlua::Result<Pv> {
             if name == "$T_reply_code" || name == "$T_rpl_code" {
-                return Ok(tm.t_get_status_code().map_or(Pv::Null, |s| Pv::Int(i64::from(s))));
+                return Ok(tm
+                    .t_get_status_code()
+                    .map_or(Pv::Null, |s| Pv::Int(i64::from(s))));
             }
             get(name)
         }
     };
     let g = get_tm.clone();
-    func!(lua, t, "get", move |lua, name: LuaString| pv_to_lua(lua, g(&str_of(&name))?));
+    func!(lua, t, "get", move |lua, name: LuaString| pv_to_lua(
+        lua,
+        g(&str_of(&name))?
+    ));
     let g = get_tm.clone();
     func!(lua, t, "gete", move |lua, name: LuaString| {
         match g(&str_of(&name))? {
@@ -264,7 +308,10 @@ fn pv_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
         }
     });
     let g = get_tm;
-    func!(lua, t, "is_null", move |_, name: LuaString| Ok(g(&str_of(&name))? == Pv::Null));
+    func!(lua, t, "is_null", move |_, name: LuaString| Ok(g(
+        &str_of(&name)
+    )?
+        == Pv::Null));
     func!(lua, t, "sets", |_, (name, val): (LuaString, LuaString)| {
         let name = str_of(&name);
         let val = bytes_of(&val);
@@ -273,7 +320,8 @@ fn pv_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
     func!(lua, t, "seti", |_, (name, val): (LuaString, i64)| {
         let name = str_of(&name);
         let val = val.to_string();
-        with_ctx(|ctx| pv::set_req(ctx, &name, Some(val.as_bytes()))).map(|ok| if ok { 1 } else { -1 })
+        with_ctx(|ctx| pv::set_req(ctx, &name, Some(val.as_bytes())))
+            .map(|ok| if ok { 1 } else { -1 })
     });
     func!(lua, t, "unset", |_, name: LuaString| {
         let name = str_of(&name);
@@ -343,7 +391,10 @@ fn split_header_line(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let colon = line.iter().position(|b| *b == b':')?;
     let name = sip_msg::trim_lws(&line[..colon]);
     let mut value = &line[colon + 1..];
-    while let Some(v) = value.strip_suffix(b"\n").or_else(|| value.strip_suffix(b"\r")) {
+    while let Some(v) = value
+        .strip_suffix(b"\n")
+        .or_else(|| value.strip_suffix(b"\r"))
+    {
         value = v;
     }
     let value = sip_msg::trim_lws(value);
@@ -363,7 +414,10 @@ fn sl_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
                 None => (500, "Server Internal Error", None),
             };
             let ra = retry.map(|r| r.to_string());
-            let hdrs: Vec<(&[u8], &[u8])> = ra.iter().map(|r| (&b"Retry-After"[..], r.as_bytes())).collect();
+            let hdrs: Vec<(&[u8], &[u8])> = ra
+                .iter()
+                .map(|r| (&b"Retry-After"[..], r.as_bytes()))
+                .collect();
             match core.reply(ctx, status, Some(reason.as_bytes()), &hdrs, None) {
                 Ok(()) => 1,
                 Err(_) => -1,
@@ -421,7 +475,9 @@ fn options_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
 
 fn siputils_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    func!(lua, t, "has_totag", |_, ()| with_msg(|m| m.to_tag().is_some()));
+    func!(lua, t, "has_totag", |_, ()| with_msg(|m| m
+        .to_tag()
+        .is_some()));
     func!(lua, t, "is_request", |_, ()| with_msg(|m| m.is_request()));
     func!(lua, t, "is_reply", |_, ()| with_msg(|m| m.is_response()));
     Ok(t)
@@ -429,7 +485,10 @@ fn siputils_table(lua: &Lua) -> mlua::Result<Table> {
 
 fn rr_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    func!(lua, t, "record_route", |_, ()| with_ctx(|c| geosip_rr::record_route(c, None)).map(|_| 1));
+    func!(lua, t, "record_route", |_, ()| with_ctx(|c| {
+        geosip_rr::record_route(c, None)
+    })
+    .map(|_| 1));
     func!(lua, t, "record_route_params", |_, p: LuaString| {
         let p = str_of(&p);
         with_ctx(|c| geosip_rr::record_route(c, Some(&p))).map(|_| 1)
@@ -471,7 +530,13 @@ fn sanity_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
     }
     let core = Arc::clone(&m.core);
     func!(lua, t, "check_require", move |_, ()| {
-        with_ctx(|c| if geosip_sanity::check_require(&core, c) { 1 } else { -1 })
+        with_ctx(|c| {
+            if geosip_sanity::check_require(&core, c) {
+                1
+            } else {
+                -1
+            }
+        })
     });
     Ok(t)
 }
@@ -479,7 +544,11 @@ fn sanity_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
 fn htable_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     let h = Arc::clone(&m.htable);
-    func!(lua, t, "sht_get", move |lua, (table, key): (LuaString, LuaString)| {
+    func!(lua, t, "sht_get", move |lua,
+                                   (table, key): (
+        LuaString,
+        LuaString
+    )| {
         match h.get(&table.to_str()?, &key.as_bytes(), Instant::now()) {
             Some(HValue::Int(i)) => Ok(Value::Integer(i)),
             Some(HValue::Str(s)) => Ok(Value::String(lua.create_string(s)?)),
@@ -487,13 +556,33 @@ fn htable_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
         }
     });
     let h = Arc::clone(&m.htable);
-    func!(lua, t, "sht_sets", move |_, (table, key, val): (LuaString, LuaString, LuaString)| {
-        let ok = h.set(&table.to_str()?, &key.as_bytes(), HValue::Str(bytes_of(&val)), Instant::now());
+    func!(lua, t, "sht_sets", move |_,
+                                    (table, key, val): (
+        LuaString,
+        LuaString,
+        LuaString
+    )| {
+        let ok = h.set(
+            &table.to_str()?,
+            &key.as_bytes(),
+            HValue::Str(bytes_of(&val)),
+            Instant::now(),
+        );
         Ok(if ok { 1 } else { -1 })
     });
     let h = Arc::clone(&m.htable);
-    func!(lua, t, "sht_seti", move |_, (table, key, val): (LuaString, LuaString, i64)| {
-        let ok = h.set(&table.to_str()?, &key.as_bytes(), HValue::Int(val), Instant::now());
+    func!(lua, t, "sht_seti", move |_,
+                                    (table, key, val): (
+        LuaString,
+        LuaString,
+        i64
+    )| {
+        let ok = h.set(
+            &table.to_str()?,
+            &key.as_bytes(),
+            HValue::Int(val),
+            Instant::now(),
+        );
         Ok(if ok { 1 } else { -1 })
     });
     for (name, by) in [("sht_inc", 1i64), ("sht_dec", -1i64)] {
@@ -506,15 +595,25 @@ fn htable_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
         )?;
     }
     let h = Arc::clone(&m.htable);
-    func!(lua, t, "sht_rm", move |_, (table, key): (LuaString, LuaString)| {
-        Ok(if h.remove(&table.to_str()?, &key.as_bytes()) { 1 } else { -1 })
+    func!(lua, t, "sht_rm", move |_,
+                                  (table, key): (
+        LuaString,
+        LuaString
+    )| {
+        Ok(if h.remove(&table.to_str()?, &key.as_bytes()) {
+            1
+        } else {
+            -1
+        })
     });
     Ok(t)
 }
 
 fn x_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    func!(lua, t, "exit", |_, ()| -> mlua::Result<()> { Err(mlua::Error::RuntimeError(EXIT.into())) });
+    func!(lua, t, "exit", |_, ()| -> mlua::Result<()> {
+        Err(mlua::Error::RuntimeError(EXIT.into()))
+    });
     func!(lua, t, "drop", |_, ()| -> mlua::Result<()> {
         DROPPED.with(|d| d.set(true));
         Err(mlua::Error::RuntimeError(EXIT.into()))
@@ -541,7 +640,11 @@ fn tm_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
         })
     });
     let tm = Arc::clone(&m.tm);
-    func!(lua, t, "t_reply", move |_, (code, reason): (u16, Option<LuaString>)| {
+    func!(lua, t, "t_reply", move |_,
+                                   (code, reason): (
+        u16,
+        Option<LuaString>
+    )| {
         let reason = reason.map(|r| bytes_of(&r));
         take_ctx(|ctx| match tm.t_reply(ctx, code, reason.as_deref(), &[]) {
             Ok(()) => 1,
@@ -563,28 +666,49 @@ fn tm_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
         })
     });
     let tm = Arc::clone(&m.tm);
-    func!(lua, t, "t_check_trans", move |_, ()| take_ctx(|ctx| if tm.t_check_trans(ctx) { 1 } else { -1 }));
-    func!(lua, t, "t_on_failure", |_, name: LuaString| with_ctx(|c| c.on_failure = route_name(&name)).map(|_| 1));
-    func!(lua, t, "t_on_branch", |_, name: LuaString| with_ctx(|c| c.on_branch = route_name(&name)).map(|_| 1));
-    func!(lua, t, "t_on_reply", |_, name: LuaString| with_ctx(|c| c.on_reply = route_name(&name)).map(|_| 1));
+    func!(lua, t, "t_check_trans", move |_, ()| take_ctx(|ctx| {
+        if tm.t_check_trans(ctx) { 1 } else { -1 }
+    }));
+    func!(lua, t, "t_on_failure", |_, name: LuaString| with_ctx(|c| {
+        c.on_failure = route_name(&name)
+    })
+    .map(|_| 1));
+    func!(lua, t, "t_on_branch", |_, name: LuaString| with_ctx(|c| {
+        c.on_branch = route_name(&name)
+    })
+    .map(|_| 1));
+    func!(lua, t, "t_on_reply", |_, name: LuaString| with_ctx(|c| c
+        .on_reply =
+        route_name(&name))
+    .map(|_| 1));
     let tm = Arc::clone(&m.tm);
-    func!(lua, t, "t_next_contacts", move |_, ()| take_ctx(|ctx| if tm.t_next_contacts(ctx) { 1 } else { -1 }));
+    func!(lua, t, "t_next_contacts", move |_, ()| take_ctx(|ctx| {
+        if tm.t_next_contacts(ctx) { 1 } else { -1 }
+    }));
     // Kamailio needs t_load_contacts() before t_next_contacts(); here lookup() already
     // orders the contacts and t_relay() keeps the lower q groups, so it only says yes.
     func!(lua, t, "t_load_contacts", |_, ()| Ok(1));
     let tm = Arc::clone(&m.tm);
     func!(lua, t, "t_is_canceled", move |_, ()| Ok(tm.t_is_canceled()));
     let tm = Arc::clone(&m.tm);
-    func!(lua, t, "t_branch_timeout", move |_, ()| Ok(tm.t_branch_timeout()));
+    func!(lua, t, "t_branch_timeout", move |_, ()| Ok(
+        tm.t_branch_timeout()
+    ));
     let tm = Arc::clone(&m.tm);
-    func!(lua, t, "t_get_status_code", move |_, ()| Ok(tm.t_get_status_code().map_or(-1, i64::from)));
+    func!(lua, t, "t_get_status_code", move |_, ()| Ok(tm
+        .t_get_status_code()
+        .map_or(-1, i64::from)));
     Ok(t)
 }
 
 fn registrar_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     let r = Arc::clone(&m.registrar);
-    func!(lua, t, "save", move |_, (table, flags): (LuaString, Option<u32>)| {
+    func!(lua, t, "save", move |_,
+                                (table, flags): (
+        LuaString,
+        Option<u32>
+    )| {
         let table = str_of(&table);
         take_ctx(|ctx| r.save(ctx, &table, flags.unwrap_or(0)))
     });
@@ -594,13 +718,21 @@ fn registrar_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
         with_ctx(|ctx| r.lookup(ctx, &table))
     });
     let r = Arc::clone(&m.registrar);
-    func!(lua, t, "registered", move |_, (table, uri): (LuaString, Option<LuaString>)| {
+    func!(lua, t, "registered", move |_,
+                                      (table, uri): (
+        LuaString,
+        Option<LuaString>
+    )| {
         let table = str_of(&table);
         let uri = uri.map(|u| bytes_of(&u));
         with_ctx(|ctx| r.registered(ctx, &table, uri.as_deref()))
     });
     let r = Arc::clone(&m.registrar);
-    func!(lua, t, "unregister", move |_, (table, uri): (LuaString, LuaString)| {
+    func!(lua, t, "unregister", move |_,
+                                      (table, uri): (
+        LuaString,
+        LuaString
+    )| {
         Ok(r.unregister(&str_of(&table), &uri.as_bytes()))
     });
     Ok(t)
@@ -628,9 +760,15 @@ fn auth_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
         )?;
     }
     let a = Arc::clone(&m.auth);
-    func!(lua, t, "consume_credentials", move |_, ()| with_ctx(|ctx| a.consume_credentials(ctx) as i64));
+    func!(lua, t, "consume_credentials", move |_, ()| with_ctx(
+        |ctx| a.consume_credentials(ctx) as i64
+    ));
     let a = Arc::clone(&m.auth);
-    func!(lua, t, "subscriber_exists", move |_, (user, domain): (Option<LuaString>, Option<LuaString>)| {
+    func!(lua, t, "subscriber_exists", move |_,
+                                             (user, domain): (
+        Option<LuaString>,
+        Option<LuaString>
+    )| {
         Ok(match (user, domain) {
             (Some(u), Some(d)) => a.subscriber_exists(&u.as_bytes(), &d.as_bytes()),
             _ => false,
@@ -661,6 +799,8 @@ fn pike_table(lua: &Lua, m: &Modules) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     let p = Arc::clone(&m.protect);
     let core = Arc::clone(&m.core);
-    func!(lua, t, "pike_check_req", move |_, ()| with_ctx(|ctx| p.pike_check_req(&core, ctx)));
+    func!(lua, t, "pike_check_req", move |_, ()| with_ctx(
+        |ctx| p.pike_check_req(&core, ctx)
+    ));
     Ok(t)
 }

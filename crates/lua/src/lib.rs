@@ -21,6 +21,7 @@
 //!   keep their route *names*, resolved in the new script when they fire. A broken script is
 //!   refused and the old one keeps running.
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod bindings;
 pub mod pv;
@@ -63,7 +64,11 @@ pub struct ScriptConfig {
 
 impl Default for ScriptConfig {
     fn default() -> Self {
-        ScriptConfig { file: None, memory_limit_mb: 64, vars: BTreeMap::new() }
+        ScriptConfig {
+            file: None,
+            memory_limit_mb: 64,
+            vars: BTreeMap::new(),
+        }
     }
 }
 
@@ -148,7 +153,11 @@ pub(crate) const EXIT: &str = "__ksr_exit__";
 
 impl ScriptEngine {
     /// Loads the configured script (or the embedded default) and checks it.
-    pub fn load(cfg: ScriptConfig, base_dir: Option<&Path>, mods: Modules) -> Result<Arc<ScriptEngine>, ScriptError> {
+    pub fn load(
+        cfg: ScriptConfig,
+        base_dir: Option<&Path>,
+        mods: Modules,
+    ) -> Result<Arc<ScriptEngine>, ScriptError> {
         let file = cfg.file.as_ref().map(|f| match base_dir {
             Some(b) if f.is_relative() => b.join(f),
             _ => f.clone(),
@@ -156,14 +165,20 @@ impl ScriptEngine {
         let (name, code) = read_source(file.as_deref())?;
         let engine = ScriptEngine {
             id: ENGINE_IDS.fetch_add(1, Ordering::Relaxed),
-            source: ArcSwap::from_pointee(Source { name, code: code.into(), generation: 1 }),
+            source: ArcSwap::from_pointee(Source {
+                name,
+                code: code.into(),
+                generation: 1,
+            }),
             file,
             cfg,
             mods,
             stats: Arc::new(ScriptStats::default()),
         };
         let src = engine.source.load();
-        engine.build_vm(&src.name, &src.code).map_err(|e| ScriptError(lua_error_text(&e)))?;
+        engine
+            .build_vm(&src.name, &src.code)
+            .map_err(|e| ScriptError(lua_error_text(&e)))?;
         drop(src);
         let engine = Arc::new(engine);
         engine.register_metrics();
@@ -171,7 +186,11 @@ impl ScriptEngine {
     }
 
     /// Checks a script without running a server (`geosip check-config`).
-    pub fn check(cfg: ScriptConfig, base_dir: Option<&Path>, mods: Modules) -> Result<(), ScriptError> {
+    pub fn check(
+        cfg: ScriptConfig,
+        base_dir: Option<&Path>,
+        mods: Modules,
+    ) -> Result<(), ScriptError> {
         Self::load(cfg, base_dir, mods).map(|_| ())
     }
 
@@ -194,7 +213,11 @@ impl ScriptEngine {
             return Err(ScriptError(lua_error_text(&e)));
         }
         let generation = self.source.load().generation + 1;
-        self.source.store(Arc::new(Source { name, code: code.into(), generation }));
+        self.source.store(Arc::new(Source {
+            name,
+            code: code.into(),
+            generation,
+        }));
         self.stats.reloads.inc();
         tracing::info!(script = %self.script_name(), generation, "routing script reloaded");
         Ok(generation)
@@ -220,14 +243,22 @@ impl ScriptEngine {
             Some(f) => Some(f),
             None => g.get::<Option<Function>>("ksr_reply_route")?,
         };
-        Ok(Vm { engine: self.id, generation: 0, lua, request_route, reply_route })
+        Ok(Vm {
+            engine: self.id,
+            generation: 0,
+            lua,
+            request_route,
+            reply_route,
+        })
     }
 
     /// Makes sure this thread's VM runs the current script.
     fn ensure_vm(&self) -> bool {
         let src = self.source.load();
         let fresh = VM.with(|v| {
-            v.borrow().as_ref().is_some_and(|vm| vm.engine == self.id && vm.generation == src.generation)
+            v.borrow()
+                .as_ref()
+                .is_some_and(|vm| vm.engine == self.id && vm.generation == src.generation)
         });
         if fresh {
             return true;
@@ -263,11 +294,11 @@ impl ScriptEngine {
         let Some(f) = f else { return false };
         let t0 = Instant::now();
         self.stats.runs.inc();
-        if let Err(e) = f.call::<()>(()) {
-            if !is_exit(&e) {
-                self.stats.errors.inc();
-                tracing::error!(error = %lua_error_text(&e), "routing script error");
-            }
+        if let Err(e) = f.call::<()>(())
+            && !is_exit(&e)
+        {
+            self.stats.errors.inc();
+            tracing::error!(error = %lua_error_text(&e), "routing script error");
         }
         self.stats.nanos.add(t0.elapsed().as_nanos() as u64);
         true
@@ -288,13 +319,22 @@ impl ScriptEngine {
 
     /// Whether the script defines a global reply route.
     pub fn has_reply_route(&self) -> bool {
-        self.ensure_vm() && VM.with(|v| v.borrow().as_ref().is_some_and(|vm| vm.reply_route.is_some()))
+        self.ensure_vm()
+            && VM.with(|v| {
+                v.borrow()
+                    .as_ref()
+                    .is_some_and(|vm| vm.reply_route.is_some())
+            })
     }
 
     fn register_metrics(self: &Arc<Self>) {
         let s = Arc::clone(&self.stats);
         self.mods.core.metrics.register("script", move |out| {
-            out.family(Family { name: "geosip_script_runs_total", help: "Route executions.", kind: Kind::Counter });
+            out.family(Family {
+                name: "geosip_script_runs_total",
+                help: "Route executions.",
+                kind: Kind::Counter,
+            });
             out.sample(&[], s.runs.get() as f64);
             out.family(Family {
                 name: "geosip_script_errors_total",
@@ -308,7 +348,11 @@ impl ScriptEngine {
                 kind: Kind::Counter,
             });
             out.sample(&[], s.nanos.get() as f64 / 1e9);
-            out.family(Family { name: "geosip_script_reloads_total", help: "Script reloads by outcome.", kind: Kind::Counter });
+            out.family(Family {
+                name: "geosip_script_reloads_total",
+                help: "Script reloads by outcome.",
+                kind: Kind::Counter,
+            });
             out.sample(&[("result", "ok")], s.reloads.get() as f64);
             out.sample(&[("result", "refused")], s.reload_failures.get() as f64);
         });
@@ -318,7 +362,9 @@ impl ScriptEngine {
 /// Runs `f` with `ctx` installed as the current request, restoring whatever was installed
 /// before (routes nest: a failure route can run inside `t_relay` inside a request route).
 fn with_installed<R>(ctx: &mut MsgCtx, f: impl FnOnce() -> R) -> R {
-    let spare = SPARE.with(|s| s.borrow_mut().take()).unwrap_or_else(placeholder);
+    let spare = SPARE
+        .with(|s| s.borrow_mut().take())
+        .unwrap_or_else(placeholder);
     let real = std::mem::replace(ctx, spare);
     let prev = CUR.with(|c| c.replace(Some(real)));
     let r = f();
@@ -331,7 +377,13 @@ fn with_installed<R>(ctx: &mut MsgCtx, f: impl FnOnce() -> R) -> R {
 }
 
 impl RouteHooks for ScriptEngine {
-    fn failure_route(&self, name: &str, ctx: &mut MsgCtx, _info: FailureInfo, _reply: Option<&SipMessage>) {
+    fn failure_route(
+        &self,
+        name: &str,
+        ctx: &mut MsgCtx,
+        _info: FailureInfo,
+        _reply: Option<&SipMessage>,
+    ) {
         with_installed(ctx, || {
             if !self.call(Some(name), |_| None) {
                 tracing::warn!(route = name, "failure route not defined in the script");
@@ -339,7 +391,13 @@ impl RouteHooks for ScriptEngine {
         });
     }
 
-    fn branch_route(&self, name: &str, ctx: &MsgCtx, target: &mut Target, edits: &mut Edits) -> bool {
+    fn branch_route(
+        &self,
+        name: &str,
+        ctx: &MsgCtx,
+        target: &mut Target,
+        edits: &mut Edits,
+    ) -> bool {
         let mut bctx = ctx.clone();
         bctx.new_ruri = Some(target.uri.clone());
         bctx.dst_uri = target.dst_uri.clone();
@@ -358,7 +416,12 @@ impl RouteHooks for ScriptEngine {
     }
 
     fn reply_route(&self, name: &str, reply: &ReplyCtx<'_>) -> bool {
-        let prev = REPLY.with(|r| r.replace(Some(ReplyView { msg: reply.msg.clone(), rx: reply.rx })));
+        let prev = REPLY.with(|r| {
+            r.replace(Some(ReplyView {
+                msg: reply.msg.clone(),
+                rx: reply.rx,
+            }))
+        });
         DROPPED.with(|d| d.set(false));
         if name.is_empty() {
             self.call(None, |vm| vm.reply_route.clone());
@@ -373,11 +436,18 @@ impl RouteHooks for ScriptEngine {
 fn read_source(file: Option<&Path>) -> Result<(String, String), ScriptError> {
     match file {
         Some(f) => {
-            let code = std::fs::read_to_string(f)
-                .map_err(|e| ScriptError(format!("{}: cannot read the routing script: {e}", f.display())))?;
+            let code = std::fs::read_to_string(f).map_err(|e| {
+                ScriptError(format!(
+                    "{}: cannot read the routing script: {e}",
+                    f.display()
+                ))
+            })?;
             Ok((format!("@{}", f.display()), code))
         }
-        None => Ok(("@<embedded route.lua>".to_string(), DEFAULT_SCRIPT.to_string())),
+        None => Ok((
+            "@<embedded route.lua>".to_string(),
+            DEFAULT_SCRIPT.to_string(),
+        )),
     }
 }
 
@@ -394,7 +464,9 @@ fn is_exit(e: &mlua::Error) -> bool {
 fn lua_error_text(e: &mlua::Error) -> String {
     match e {
         mlua::Error::SyntaxError { message, .. } => message.clone(),
-        mlua::Error::CallbackError { traceback, cause } => format!("{}\n{traceback}", lua_error_text(cause)),
+        mlua::Error::CallbackError { traceback, cause } => {
+            format!("{}\n{traceback}", lua_error_text(cause))
+        }
         other => other.to_string(),
     }
 }
@@ -404,7 +476,8 @@ fn placeholder() -> MsgCtx {
     static RAW: &[u8] = b"OPTIONS sip:placeholder.invalid SIP/2.0\r\nVia: SIP/2.0/UDP 0.0.0.0;branch=z9hG4bK0\r\nFrom: <sip:x.invalid>;tag=0\r\nTo: <sip:x.invalid>\r\nCall-ID: 0\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
     // A constant that always frames (checked by a unit test); not network input.
     #[allow(clippy::expect_used)]
-    let msg = SipMessage::parse_lenient(Bytes::from_static(RAW)).expect("placeholder message frames");
+    let msg =
+        SipMessage::parse_lenient(Bytes::from_static(RAW)).expect("placeholder message frames");
     let rx = RxInfo {
         src: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
         proto: sip_transport::Proto::Udp,

@@ -25,7 +25,9 @@ fn opt(b: Option<&[u8]>) -> Pv {
 }
 
 fn uri_part(raw: &[u8], part: u8) -> Pv {
-    let Ok(u) = Uri::parse(raw) else { return Pv::Null };
+    let Ok(u) = Uri::parse(raw) else {
+        return Pv::Null;
+    };
     match part {
         b'u' => s(raw),
         b'U' => opt(u.user()),
@@ -38,7 +40,9 @@ fn uri_part(raw: &[u8], part: u8) -> Pv {
 
 fn name_addr_part(v: Option<&[u8]>, part: u8) -> Pv {
     let Some(v) = v else { return Pv::Null };
-    let Ok(na) = NameAddr::parse(v) else { return Pv::Null };
+    let Ok(na) = NameAddr::parse(v) else {
+        return Pv::Null;
+    };
     match part {
         b't' => opt(na.tag()),
         b'n' => opt(na.display_name_raw()),
@@ -73,8 +77,12 @@ pub fn get_msg(msg: &SipMessage, name: &str) -> Option<Pv> {
         "$rb" => s(msg.body()),
         "$cl" => msg.content_length().map_or(Pv::Null, |c| Pv::Int(c as i64)),
         "$ct" => opt(msg.header(HeaderName::Contact)),
-        "$fu" | "$fU" | "$fd" | "$ft" | "$fn" => name_addr_part(msg.header(HeaderName::From), name.as_bytes()[2]),
-        "$tu" | "$tU" | "$td" | "$tt" | "$tn" => name_addr_part(msg.header(HeaderName::To), name.as_bytes()[2]),
+        "$fu" | "$fU" | "$fd" | "$ft" | "$fn" => {
+            name_addr_part(msg.header(HeaderName::From), name.as_bytes()[2])
+        }
+        "$tu" | "$tU" | "$td" | "$tt" | "$tn" => {
+            name_addr_part(msg.header(HeaderName::To), name.as_bytes()[2])
+        }
         _ => return None,
     })
 }
@@ -85,14 +93,23 @@ pub fn get_req(ctx: &MsgCtx, name: &str) -> Pv {
         "$ru" | "$rU" | "$rd" | "$rp" | "$rz" => uri_part(ctx.ruri(), name.as_bytes()[2]),
         "$ou" => opt(ctx.msg.request_uri_bytes()),
         "$oU" => ctx.msg.request_uri().map_or(Pv::Null, |u| opt(u.user())),
-        "$du" => ctx.dst_uri.as_ref().map_or(Pv::Null, |d| Pv::Str(d.clone())),
+        "$du" => ctx
+            .dst_uri
+            .as_ref()
+            .map_or(Pv::Null, |d| Pv::Str(d.clone())),
         "$si" => Pv::Str(Bytes::from(ctx.rx.src.ip().to_string())),
         "$sp" => Pv::Int(i64::from(ctx.rx.src.port())),
         "$Ri" => Pv::Str(Bytes::from(ctx.rx.local.ip().to_string())),
         "$Rp" => Pv::Int(i64::from(ctx.rx.local.port())),
         "$pr" | "$proto" => Pv::Str(Bytes::from_static(ctx.rx.proto.name().as_bytes())),
-        "$au" => ctx.auth_user.as_ref().map_or(Pv::Null, |(u, _)| Pv::Str(u.clone())),
-        "$ad" => ctx.auth_user.as_ref().map_or(Pv::Null, |(_, d)| Pv::Str(d.clone())),
+        "$au" => ctx
+            .auth_user
+            .as_ref()
+            .map_or(Pv::Null, |(u, _)| Pv::Str(u.clone())),
+        "$ad" => ctx
+            .auth_user
+            .as_ref()
+            .map_or(Pv::Null, |(_, d)| Pv::Str(d.clone())),
         "$mf" => Pv::Int(i64::from(ctx.flags)),
         "$branches" => Pv::Int(ctx.branches.len() as i64),
         _ => get_msg(&ctx.msg, name).unwrap_or(Pv::Null),
@@ -173,12 +190,21 @@ mod tests {
             b"INVITE sip:bob@b.example SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: \"A\" <sip:alice@a.example>;tag=x1\r\nTo: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 7 INVITE\r\nX-Foo: bar\r\nContent-Length: 0\r\n\r\n",
         ))
         .unwrap();
-        assert_eq!(get_msg(&m, "$fU"), Some(Pv::Str(Bytes::from_static(b"alice"))));
+        assert_eq!(
+            get_msg(&m, "$fU"),
+            Some(Pv::Str(Bytes::from_static(b"alice")))
+        );
         assert_eq!(get_msg(&m, "$ft"), Some(Pv::Str(Bytes::from_static(b"x1"))));
-        assert_eq!(get_msg(&m, "$td"), Some(Pv::Str(Bytes::from_static(b"b.example"))));
+        assert_eq!(
+            get_msg(&m, "$td"),
+            Some(Pv::Str(Bytes::from_static(b"b.example")))
+        );
         assert_eq!(get_msg(&m, "$tt"), Some(Pv::Null));
         assert_eq!(get_msg(&m, "$cs"), Some(Pv::Int(7)));
-        assert_eq!(get_msg(&m, "$hdr(x-foo)"), Some(Pv::Str(Bytes::from_static(b"bar"))));
+        assert_eq!(
+            get_msg(&m, "$hdr(x-foo)"),
+            Some(Pv::Str(Bytes::from_static(b"bar")))
+        );
         assert_eq!(get_msg(&m, "$nope"), None);
     }
 }

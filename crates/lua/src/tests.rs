@@ -10,20 +10,37 @@ use geosip_tm::{Tm, TmConfig};
 use geosip_usrloc::{Location, UsrlocConfig};
 
 static RT: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
 });
 
 fn mods(core: &Arc<Core>) -> Modules {
     let tm = Tm::new(Arc::clone(core), TmConfig::default());
     let loc = Arc::new(Location::memory(UsrlocConfig::default()));
     let registrar = Registrar::new(Arc::clone(core), loc, RegistrarConfig::default());
-    let dir = std::env::temp_dir().join(format!("geosip-lua-subs-{}", std::process::id()));
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "geosip-lua-subs-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
-    let subs = geosip_auth::Subscribers::open(&geosip_auth::AuthConfig::default(), &dir, RT.handle().clone()).unwrap();
+    let subs = geosip_auth::Subscribers::open(
+        &geosip_auth::AuthConfig::default(),
+        &dir,
+        RT.handle().clone(),
+    )
+    .unwrap();
     let protect = Arc::new(
-        geosip_pike::Protect::new(Default::default(), Default::default(), Default::default()).unwrap(),
+        geosip_pike::Protect::new(Default::default(), Default::default(), Default::default())
+            .unwrap(),
     );
-    let auth = Arc::new(geosip_auth::Auth::new(Default::default(), subs, Some(Arc::clone(&protect))).unwrap());
+    let auth = Arc::new(
+        geosip_auth::Auth::new(Default::default(), subs, Some(Arc::clone(&protect))).unwrap(),
+    );
     Modules {
         core: Arc::clone(core),
         htable: Arc::new(Htable::new(HtableConfig::default())),
@@ -36,13 +53,27 @@ fn mods(core: &Arc<Core>) -> Modules {
 
 use super::*;
 
-fn engine_with(code: &str) -> (Result<Arc<ScriptEngine>, ScriptError>, Arc<Core>, tokio::runtime::Runtime, PathBuf) {
+fn engine_with(
+    code: &str,
+) -> (
+    Result<Arc<ScriptEngine>, ScriptError>,
+    Arc<Core>,
+    tokio::runtime::Runtime,
+    PathBuf,
+) {
     let (core, rt) = core_on(&["udp:127.0.0.1:0"], CoreConfig::default());
-    let dir = std::env::temp_dir().join(format!("geosip-lua-{}-{}", std::process::id(), ENGINE_IDS.load(Ordering::Relaxed)));
+    let dir = std::env::temp_dir().join(format!(
+        "geosip-lua-{}-{}",
+        std::process::id(),
+        ENGINE_IDS.load(Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(format!("route{}.lua", code.len()));
     std::fs::write(&file, code).unwrap();
-    let cfg = ScriptConfig { file: Some(file.clone()), ..ScriptConfig::default() };
+    let cfg = ScriptConfig {
+        file: Some(file.clone()),
+        ..ScriptConfig::default()
+    };
     let m = mods(&core);
     (ScriptEngine::load(cfg, None, m), core, rt, file)
 }
@@ -157,12 +188,17 @@ fn a_runtime_error_is_counted_and_the_context_survives() {
 
 #[test]
 fn reload_swaps_a_good_script_and_refuses_a_broken_one_keeping_the_old() {
-    let (r, core, _rt, file) = engine_with("function request_route() KSR.sl.send_reply(201, 'one') end\n");
+    let (r, core, _rt, file) =
+        engine_with("function request_route() KSR.sl.send_reply(201, 'one') end\n");
     let e = r.unwrap();
     let ua = UdpSocket::bind("127.0.0.1:0").unwrap();
     e.run_request(options_from(&ua, &core));
     assert!(recv(&ua).starts_with("SIP/2.0 201 one"));
-    std::fs::write(&file, "function request_route() KSR.sl.send_reply(202, 'two') end\n").unwrap();
+    std::fs::write(
+        &file,
+        "function request_route() KSR.sl.send_reply(202, 'two') end\n",
+    )
+    .unwrap();
     assert_eq!(e.reload().unwrap(), 2);
     e.run_request(options_from(&ua, &core));
     assert!(recv(&ua).starts_with("SIP/2.0 202 two"));

@@ -1,6 +1,7 @@
 //! Criterion benchmarks on a typical 1 KB INVITE (`benches/data/invite_1k.sip`):
 //! framing only, framing + validation, the routing headers a proxy reads, and the full
 //! forward path (edits + serialisation into a reused buffer).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 

@@ -13,6 +13,7 @@
 //!
 //! `scripts/bench-instructions.sh` runs it with two values of n and divides the difference of
 //! the instruction counts, so process start-up cancels out.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 

@@ -108,6 +108,7 @@
 //! All parsing is hand-written over bytes with `memchr`; no input panics, recursion is never
 //! used, and every cost is linear in the message size.
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
 mod addr;

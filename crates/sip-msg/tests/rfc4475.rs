@@ -1,4 +1,5 @@
 //! RFC 4475 torture tests, driven by `tests/data/rfc4475/INDEX.tsv`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 

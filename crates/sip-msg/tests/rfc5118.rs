@@ -1,5 +1,6 @@
 //! RFC 5118 (SIP torture tests for IPv6) cases, written as test data here, with the IPv6
 //! grammar as corrected by RFC 5954.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
 use sip_msg::{HostKind, ParseErrorKind, SipMessage};

@@ -1,5 +1,6 @@
 //! Hostile input: garbage, huge datagrams, header floods, NUL bytes, truncations, mutations.
 //! Every case must end in `Ok` or `Err`, never a panic, and in time linear in the input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
 use sip_msg::{Edits, FramerLimits, HeaderName, ParseErrorKind, SipMessage, StreamFramer};

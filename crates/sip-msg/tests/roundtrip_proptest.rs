@@ -1,6 +1,7 @@
 //! Property tests: generated SIP messages (random headers, compact names, odd case, folding,
 //! binary bodies) serialise byte-identically with no edits, and any sequence of edits yields a
 //! message that still parses and carries the edits.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
 use proptest::prelude::*;

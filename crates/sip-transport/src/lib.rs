@@ -19,6 +19,7 @@
 //!
 //! Handlers are synchronous and may block; they never run on a tokio worker thread.
 #![deny(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod sys;
 mod tcp;
@@ -220,7 +221,14 @@ pub trait Handler: Send + Sync + 'static {
     /// A UDP worker fetched `received` datagrams in one `recvmmsg` of `capacity`, the oldest
     /// of which waited `queued` in the socket queue: a full batch and a long wait mean a
     /// backlog (load signals for overload control). Default: ignore.
-    fn on_batch(&self, _worker: usize, _received: usize, _capacity: usize, _queued: std::time::Duration) {}
+    fn on_batch(
+        &self,
+        _worker: usize,
+        _received: usize,
+        _capacity: usize,
+        _queued: std::time::Duration,
+    ) {
+    }
 }
 
 /// Transport settings (`[core]` keys in the config).
@@ -306,13 +314,19 @@ pub struct Transports {
 impl Transports {
     /// Binds every listening socket (so the real ports are known) without receiving yet.
     /// TCP listeners and connections run on `rt`.
-    pub fn bind(cfg: TransportConfig, specs: &[ListenSpec], rt: tokio::runtime::Handle) -> io::Result<Transports> {
+    pub fn bind(
+        cfg: TransportConfig,
+        specs: &[ListenSpec],
+        rt: tokio::runtime::Handle,
+    ) -> io::Result<Transports> {
         let mut sockets = Vec::new();
         let mut udp_send = Vec::new();
         let mut udp_pending = Vec::new();
         let mut tcp_pending = Vec::new();
         let workers = if cfg.udp_workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
         } else {
             cfg.udp_workers
         };
@@ -324,14 +338,22 @@ impl Transports {
                     let addr = group[0].local_addr()?;
                     udp_send.push(Some(Arc::clone(&group[0])));
                     udp_pending.push(udp::PendingUdp { id, sockets: group });
-                    sockets.push(ListenSocket { id, proto: Proto::Udp, addr });
+                    sockets.push(ListenSocket {
+                        id,
+                        proto: Proto::Udp,
+                        addr,
+                    });
                 }
                 Proto::Tcp => {
                     let l = tcp::bind_listener(spec.addr)?;
                     let addr = l.local_addr()?;
                     udp_send.push(None);
                     tcp_pending.push((id, l));
-                    sockets.push(ListenSocket { id, proto: Proto::Tcp, addr });
+                    sockets.push(ListenSocket {
+                        id,
+                        proto: Proto::Tcp,
+                        addr,
+                    });
                 }
                 other => {
                     return Err(io::Error::new(
@@ -387,7 +409,12 @@ impl Transports {
 
     /// A listening socket of `proto` in the same address family as `remote`, preferring
     /// `prefer` when it matches.
-    pub fn socket_for(&self, proto: Proto, remote: &SocketAddr, prefer: Option<SocketId>) -> Option<&ListenSocket> {
+    pub fn socket_for(
+        &self,
+        proto: Proto,
+        remote: &SocketAddr,
+        prefer: Option<SocketId>,
+    ) -> Option<&ListenSocket> {
         if let Some(p) = prefer
             && let Some(s) = self.inner.sockets.get(p.0 as usize)
             && s.proto == proto
@@ -410,15 +437,26 @@ impl Transports {
                 let s = self
                     .socket_for(Proto::Udp, &dst.addr, dst.socket)
                     .ok_or(SendError::NoSocket)?;
-                let sock = self.inner.udp[s.id.0 as usize].as_ref().ok_or(SendError::NoSocket)?;
+                let sock = self.inner.udp[s.id.0 as usize]
+                    .as_ref()
+                    .ok_or(SendError::NoSocket)?;
                 match sock.send_to(data, dst.addr) {
                     Ok(_) => {
-                        self.inner.stats.udp_tx_packets.fetch_add(1, Ordering::Relaxed);
-                        self.inner.stats.udp_tx_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        self.inner
+                            .stats
+                            .udp_tx_packets
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.inner
+                            .stats
+                            .udp_tx_bytes
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
                         Ok(())
                     }
                     Err(e) => {
-                        self.inner.stats.udp_tx_errors.fetch_add(1, Ordering::Relaxed);
+                        self.inner
+                            .stats
+                            .udp_tx_errors
+                            .fetch_add(1, Ordering::Relaxed);
                         Err(SendError::Io(e))
                     }
                 }

@@ -45,7 +45,8 @@ impl RecvBatch {
             .map(|_| vec![0u8; DGRAM_BUF].into_boxed_slice())
             .collect();
         // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
-        let addrs = vec![unsafe { MaybeUninit::<libc::sockaddr_storage>::zeroed().assume_init() }; BATCH];
+        let addrs =
+            vec![unsafe { MaybeUninit::<libc::sockaddr_storage>::zeroed().assume_init() }; BATCH];
         let mut b = RecvBatch {
             bufs,
             addrs,
@@ -68,7 +69,8 @@ impl RecvBatch {
             // SAFETY: mmsghdr is plain old data; zeroed is valid before we fill the pointers.
             let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
             h.msg_hdr.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_iov = &mut b.iovs[i] as *mut libc::iovec;
             h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_control = b.ctrls[i].as_mut_ptr().cast();
@@ -82,7 +84,8 @@ impl RecvBatch {
     /// expires), then fetches up to [`BATCH`] datagrams. Returns how many were received.
     pub fn recv(&mut self, sock: &impl AsRawFd) -> io::Result<usize> {
         for h in self.hdrs.iter_mut() {
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_controllen = CTRL as _;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
@@ -125,7 +128,11 @@ impl RecvBatch {
         }
         let len = self.lens[i].min(DGRAM_BUF);
         let truncated = self.flags[i] & libc::MSG_TRUNC != 0;
-        Some((&self.bufs[i][..len], sockaddr_to_std(&self.addrs[i]), truncated))
+        Some((
+            &self.bufs[i][..len],
+            sockaddr_to_std(&self.addrs[i]),
+            truncated,
+        ))
     }
 }
 
@@ -167,7 +174,11 @@ pub fn enable_rx_timestamps(sock: &impl AsRawFd) -> io::Result<()> {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -176,7 +187,10 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
             // SAFETY: ss_family says the storage holds a sockaddr_in, which is smaller.
             let a: &libc::sockaddr_in = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
             let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: ss_family says the storage holds a sockaddr_in6, which is smaller.

@@ -18,7 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::{ConnId, Destination, Handler, Inner, Proto, Received, SendError, SocketId, TransportConfig};
+use crate::{
+    ConnId, Destination, Handler, Inner, Proto, Received, SendError, SocketId, TransportConfig,
+};
 
 /// TCP counters.
 #[derive(Default, Debug)]
@@ -73,7 +75,10 @@ pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListene
 }
 
 impl TcpTable {
-    pub(crate) fn new(_cfg: &TransportConfig, listeners: Vec<(SocketId, std::net::TcpListener)>) -> Self {
+    pub(crate) fn new(
+        _cfg: &TransportConfig,
+        listeners: Vec<(SocketId, std::net::TcpListener)>,
+    ) -> Self {
         TcpTable {
             conns: RwLock::new(HashMap::new()),
             by_addr: RwLock::new(HashMap::new()),
@@ -96,11 +101,12 @@ impl TcpTable {
 
     pub(crate) fn add_alias(&self, conn: ConnId, alias: SocketAddr) {
         let mut conns = self.conns.write();
-        if let Some(e) = conns.get_mut(&conn.0) {
-            if !e.addrs.contains(&alias) && e.addrs.len() < 8 {
-                e.addrs.push(alias);
-                self.by_addr.write().insert(alias, conn.0);
-            }
+        if let Some(e) = conns.get_mut(&conn.0)
+            && !e.addrs.contains(&alias)
+            && e.addrs.len() < 8
+        {
+            e.addrs.push(alias);
+            self.by_addr.write().insert(alias, conn.0);
         }
     }
 
@@ -112,7 +118,13 @@ impl TcpTable {
 
     fn register(&self, remote: SocketAddr, tx: mpsc::Sender<Bytes>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.conns.write().insert(id, ConnEntry { tx, addrs: vec![remote] });
+        self.conns.write().insert(
+            id,
+            ConnEntry {
+                tx,
+                addrs: vec![remote],
+            },
+        );
         self.by_addr.write().insert(remote, id);
         self.count.fetch_add(1, Ordering::Relaxed);
         id
@@ -149,11 +161,13 @@ pub(crate) fn start(inner: &Arc<Inner>, handler: Arc<dyn Handler>) -> io::Result
     for n in 0..inner.cfg.tcp_workers.max(1) {
         let rx = wrx.clone();
         let h = Arc::clone(&handler);
-        let t = std::thread::Builder::new().name(format!("tcp-worker-{n}")).spawn(move || {
-            while let Ok(m) = rx.recv_blocking() {
-                h.on_message(m);
-            }
-        })?;
+        let t = std::thread::Builder::new()
+            .name(format!("tcp-worker-{n}"))
+            .spawn(move || {
+                while let Ok(m) = rx.recv_blocking() {
+                    h.on_message(m);
+                }
+            })?;
         inner.threads.lock().push(t);
     }
     let listeners = std::mem::take(&mut *inner.tcp.listeners.lock());
@@ -173,7 +187,11 @@ pub(crate) fn start(inner: &Arc<Inner>, handler: Arc<dyn Handler>) -> io::Result
                 match accepted {
                     Ok((stream, remote)) => {
                         if inner2.tcp.len() >= inner2.cfg.tcp_max_connections {
-                            inner2.stats.tcp.refused_full.fetch_add(1, Ordering::Relaxed);
+                            inner2
+                                .stats
+                                .tcp
+                                .refused_full
+                                .fetch_add(1, Ordering::Relaxed);
                             drop(stream);
                             continue;
                         }
@@ -181,7 +199,17 @@ pub(crate) fn start(inner: &Arc<Inner>, handler: Arc<dyn Handler>) -> io::Result
                         let _ = stream.set_nodelay(true);
                         let (tx, rx) = mpsc::channel(inner2.cfg.tcp_send_queue.max(1));
                         let cid = inner2.tcp.register(remote, tx.clone());
-                        tokio::spawn(run_conn(Arc::clone(&inner2), stream, cid, id, local, remote, tx, rx, Arc::clone(&h)));
+                        tokio::spawn(run_conn(
+                            Arc::clone(&inner2),
+                            stream,
+                            cid,
+                            id,
+                            local,
+                            remote,
+                            tx,
+                            rx,
+                            Arc::clone(&h),
+                        ));
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -219,7 +247,11 @@ pub(crate) fn send(inner: &Arc<Inner>, dst: &Destination, data: Bytes) -> Result
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(dst.addr)).await {
             Ok(Ok(s)) => s,
             _ => {
-                inner2.stats.tcp.connect_failed.fetch_add(1, Ordering::Relaxed);
+                inner2
+                    .stats
+                    .tcp
+                    .connect_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 inner2.tcp.remove(cid);
                 if let Some(h) = inner2.tcp.handler() {
                     h.on_send_failed(dst);
@@ -230,8 +262,21 @@ pub(crate) fn send(inner: &Arc<Inner>, dst: &Destination, data: Bytes) -> Result
         inner2.stats.tcp.connected.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let (sid, local) = socket.unwrap_or((SocketId(0), stream.local_addr().unwrap_or(dst.addr)));
-        let Some(h) = inner2.tcp.handler() else { return };
-        run_conn(Arc::clone(&inner2), stream, cid, sid, local, dst.addr, tx, rx, h).await;
+        let Some(h) = inner2.tcp.handler() else {
+            return;
+        };
+        run_conn(
+            Arc::clone(&inner2),
+            stream,
+            cid,
+            sid,
+            local,
+            dst.addr,
+            tx,
+            rx,
+            h,
+        )
+        .await;
     });
     Ok(())
 }
@@ -261,7 +306,11 @@ async fn run_conn(
             if wr.write_all(&b).await.is_err() {
                 break;
             }
-            inner_w.stats.tcp.tx_bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+            inner_w
+                .stats
+                .tcp
+                .tx_bytes
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
         }
         let _ = wr.shutdown().await;
     });
@@ -283,7 +332,11 @@ async fn run_conn(
             },
             _ = stop.changed() => break,
         };
-        inner.stats.tcp.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        inner
+            .stats
+            .tcp
+            .rx_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
         loop {
             match framer.decode(&mut buf) {
                 Ok(Some(Frame::Message(data))) => {
@@ -312,7 +365,11 @@ async fn run_conn(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    inner.stats.tcp.framing_errors.fetch_add(1, Ordering::Relaxed);
+                    inner
+                        .stats
+                        .tcp
+                        .framing_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     h.on_rejected(remote, Proto::Tcp, e.kind().as_str());
                     // Answer a request whose head we have (413/513/400), then close if the
                     // framer lost the message boundary.

@@ -43,7 +43,11 @@ fn bind_one(addr: SocketAddr, cfg: &TransportConfig) -> io::Result<UdpSocket> {
 
 /// Binds `n` sockets on `addr` in one `SO_REUSEPORT` group. When `addr` has port 0, the first
 /// socket picks the port and the others join it.
-pub(crate) fn bind_group(addr: SocketAddr, n: usize, cfg: &TransportConfig) -> io::Result<Vec<Arc<UdpSocket>>> {
+pub(crate) fn bind_group(
+    addr: SocketAddr,
+    n: usize,
+    cfg: &TransportConfig,
+) -> io::Result<Vec<Arc<UdpSocket>>> {
     let first = bind_one(addr, cfg)?;
     let real = first.local_addr()?;
     let mut v = vec![Arc::new(first)];
@@ -65,7 +69,14 @@ pub(crate) fn worker(
     while !inner.stop.load(Ordering::Relaxed) {
         let n = match batch.recv(&*sock) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
                 continue;
             }
             Err(e) => {
@@ -77,14 +88,24 @@ pub(crate) fn worker(
         };
         // How long the oldest datagram of the batch waited in the socket queue.
         let now = std::time::SystemTime::now();
-        let lag = |i: usize| batch.stamp(i).and_then(|t| now.duration_since(t).ok()).unwrap_or_default();
+        let lag = |i: usize| {
+            batch
+                .stamp(i)
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default()
+        };
         h.on_batch(worker_no, n, crate::sys::BATCH, lag(0));
         for i in 0..n {
             let queued = lag(i);
-            let Some((data, src, truncated)) = batch.get(i) else { continue };
+            let Some((data, src, truncated)) = batch.get(i) else {
+                continue;
+            };
             let Some(src) = src else { continue };
             inner.stats.udp_rx_packets.fetch_add(1, Ordering::Relaxed);
-            inner.stats.udp_rx_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            inner
+                .stats
+                .udp_rx_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
             if truncated || data.len() >= DGRAM_BUF {
                 inner.stats.udp_rx_truncated.fetch_add(1, Ordering::Relaxed);
                 h.on_rejected(src, Proto::Udp, "datagram_too_large");

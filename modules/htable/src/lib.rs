@@ -4,6 +4,7 @@
 //! Every table is bounded (`max_entries`): when full, expired entries are swept and, if it is
 //! still full, the write is refused rather than growing without limit.
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +27,11 @@ pub struct HtableConfig {
 
 impl Default for HtableConfig {
     fn default() -> Self {
-        HtableConfig { default_ttl_s: 0, default_max_entries: 100_000, tables: HashMap::new() }
+        HtableConfig {
+            default_ttl_s: 0,
+            default_max_entries: 100_000,
+            tables: HashMap::new(),
+        }
     }
 }
 
@@ -42,7 +47,10 @@ pub struct TableConfig {
 
 impl Default for TableConfig {
     fn default() -> Self {
-        TableConfig { ttl_s: 0, max_entries: 100_000 }
+        TableConfig {
+            ttl_s: 0,
+            max_entries: 100_000,
+        }
     }
 }
 
@@ -79,7 +87,9 @@ impl Table {
     }
 
     fn shard(&self, key: &[u8]) -> &Mutex<HashMap<Vec<u8>, Entry>> {
-        let h = key.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3));
+        let h = key.iter().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+        });
         &self.shards[(h % SHARDS as u64) as usize]
     }
 
@@ -108,7 +118,13 @@ impl Table {
         if !self.make_room(&mut s, key, now) {
             return false;
         }
-        s.insert(key.to_vec(), Entry { value, expires: self.ttl.map(|t| now + t) });
+        s.insert(
+            key.to_vec(),
+            Entry {
+                value,
+                expires: self.ttl.map(|t| now + t),
+            },
+        );
         true
     }
 
@@ -118,7 +134,10 @@ impl Table {
             return None;
         }
         let expires = self.ttl.map(|t| now + t);
-        let e = s.entry(key.to_vec()).or_insert(Entry { value: Value::Int(0), expires });
+        let e = s.entry(key.to_vec()).or_insert(Entry {
+            value: Value::Int(0),
+            expires,
+        });
         if e.expires.is_some_and(|x| x <= now) {
             e.value = Value::Int(0);
         }
@@ -183,7 +202,10 @@ impl Htable {
         for (name, t) in &cfg.tables {
             tables.insert(name.clone(), Arc::new(Table::new(t)));
         }
-        Htable { cfg, tables: RwLock::new(tables) }
+        Htable {
+            cfg,
+            tables: RwLock::new(tables),
+        }
     }
 
     fn table(&self, name: &str) -> Option<Arc<Table>> {
@@ -194,8 +216,14 @@ impl Htable {
         if w.len() >= MAX_TABLES && !w.contains_key(name) {
             return None;
         }
-        let tc = TableConfig { ttl_s: self.cfg.default_ttl_s, max_entries: self.cfg.default_max_entries };
-        Some(Arc::clone(w.entry(name.to_string()).or_insert_with(|| Arc::new(Table::new(&tc)))))
+        let tc = TableConfig {
+            ttl_s: self.cfg.default_ttl_s,
+            max_entries: self.cfg.default_max_entries,
+        };
+        Some(Arc::clone(
+            w.entry(name.to_string())
+                .or_insert_with(|| Arc::new(Table::new(&tc))),
+        ))
     }
 
     /// `sht_get`: the value, if present and not expired.
@@ -227,12 +255,21 @@ impl Htable {
 
     /// Up to `limit` live entries of a table.
     pub fn dump(&self, table: &str, now: Instant, limit: usize) -> Vec<(Vec<u8>, Value)> {
-        self.tables.read().get(table).map(|t| t.dump(now, limit)).unwrap_or_default()
+        self.tables
+            .read()
+            .get(table)
+            .map(|t| t.dump(now, limit))
+            .unwrap_or_default()
     }
 
     /// Table names with their entry counts.
     pub fn list(&self) -> Vec<(String, usize)> {
-        let mut v: Vec<(String, usize)> = self.tables.read().iter().map(|(k, t)| (k.clone(), t.len())).collect();
+        let mut v: Vec<(String, usize)> = self
+            .tables
+            .read()
+            .iter()
+            .map(|(k, t)| (k.clone(), t.len()))
+            .collect();
         v.sort();
         v
     }
@@ -245,11 +282,20 @@ mod tests {
     #[test]
     fn a_value_expires_after_the_table_ttl_and_counters_restart_from_zero() {
         let mut cfg = HtableConfig::default();
-        cfg.tables.insert("t".into(), TableConfig { ttl_s: 10, max_entries: 100 });
+        cfg.tables.insert(
+            "t".into(),
+            TableConfig {
+                ttl_s: 10,
+                max_entries: 100,
+            },
+        );
         let h = Htable::new(cfg);
         let t0 = Instant::now();
         assert!(h.set("t", b"k", Value::Str(b"v".to_vec()), t0));
-        assert_eq!(h.get("t", b"k", t0 + Duration::from_secs(9)), Some(Value::Str(b"v".to_vec())));
+        assert_eq!(
+            h.get("t", b"k", t0 + Duration::from_secs(9)),
+            Some(Value::Str(b"v".to_vec()))
+        );
         assert_eq!(h.get("t", b"k", t0 + Duration::from_secs(10)), None);
         assert_eq!(h.add("t", b"c", 2, t0), Some(2));
         assert_eq!(h.add("t", b"c", 3, t0), Some(5));
@@ -259,7 +305,13 @@ mod tests {
     #[test]
     fn a_full_table_refuses_new_keys_but_accepts_updates() {
         let mut cfg = HtableConfig::default();
-        cfg.tables.insert("small".into(), TableConfig { ttl_s: 0, max_entries: 16 });
+        cfg.tables.insert(
+            "small".into(),
+            TableConfig {
+                ttl_s: 0,
+                max_entries: 16,
+            },
+        );
         let h = Htable::new(cfg);
         let now = Instant::now();
         let mut stored = 0;

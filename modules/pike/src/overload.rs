@@ -376,7 +376,10 @@ mod tests {
 
     #[test]
     fn a_class_is_never_shed_entirely_with_the_default_cap() {
-        let (o, base) = ol(OverloadConfig { max_transactions: 1000, ..OverloadConfig::default() });
+        let (o, base) = ol(OverloadConfig {
+            max_transactions: 1000,
+            ..OverloadConfig::default()
+        });
         o.set_transactions(100_000);
         for k in 0..40 {
             o.update(base + Duration::from_millis(100 * (k + 1)));

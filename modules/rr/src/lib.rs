@@ -5,6 +5,7 @@
 //! the forwarding code, because RFC 5658 asks for two entries (`;r2=on`) when the request
 //! leaves on another transport or interface than it came in on.
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use bytes::Bytes;
 use geosip_core::Core;
@@ -52,12 +53,18 @@ fn route_values(ctx: &MsgCtx) -> Vec<RouteValue> {
     let whole = msg.as_bytes();
     let mut out = Vec::new();
     for idx in msg.header_indices(HeaderName::Route) {
-        let Some(line) = msg.header_line(idx) else { continue };
+        let Some(line) = msg.header_line(idx) else {
+            continue;
+        };
         let vals: Vec<&[u8]> = CommaValues::new(line.value).collect();
         let n = vals.len();
         for (i, v) in vals.into_iter().enumerate() {
-            let Some(start) = offset_in(whole, v) else { continue };
-            let uri = NameAddr::parse(v).map(|na| Bytes::copy_from_slice(na.uri_raw())).unwrap_or_default();
+            let Some(start) = offset_in(whole, v) else {
+                continue;
+            };
+            let uri = NameAddr::parse(v)
+                .map(|na| Bytes::copy_from_slice(na.uri_raw()))
+                .unwrap_or_default();
             out.push(RouteValue {
                 line: idx,
                 start,
@@ -86,7 +93,10 @@ fn remove_first_routes(ctx: &mut MsgCtx, vals: &[RouteValue], n: usize) {
             ctx.edits.remove_header(&ctx.msg, line);
         } else {
             // Cut from the first removed value up to the next kept value on the line.
-            let end = vals.get(j).filter(|v| v.line == line).map_or(vals[j - 1].end, |v| v.start);
+            let end = vals
+                .get(j)
+                .filter(|v| v.line == line)
+                .map_or(vals[j - 1].end, |v| v.start);
             ctx.edits.replace_raw(vals[i].start..end, b"");
         }
         i = j;
@@ -129,10 +139,17 @@ pub fn loose_route(core: &Core, ctx: &mut MsgCtx) -> LooseRoute {
         }
     }
     if !is_mine(core, &vals[0].uri) {
-        return if ctx.loose_routed { LooseRoute::Routed } else { LooseRoute::NotRouted };
+        return if ctx.loose_routed {
+            LooseRoute::Routed
+        } else {
+            LooseRoute::NotRouted
+        };
     }
     let mut consumed = 1;
-    let r2 = Uri::parse(&vals[0].uri).is_ok_and(|u| u.param(b"r2").is_some_and(|v| v.eq_ignore_ascii_case(b"on")));
+    let r2 = Uri::parse(&vals[0].uri).is_ok_and(|u| {
+        u.param(b"r2")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"on"))
+    });
     if r2 && vals.len() > 1 && is_mine(core, &vals[1].uri) {
         consumed = 2;
     }

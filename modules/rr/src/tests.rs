@@ -21,7 +21,10 @@ fn out(core: &Core, ctx: &MsgCtx) -> String {
 fn our_route_is_removed_and_the_next_loose_route_becomes_the_destination() {
     let (core, _rt) = core_on(&["udp:127.0.0.1:0"], CoreConfig::default());
     let port = core.transports.sockets()[0].addr.port();
-    let raw = req(&format!("Route: <sip:127.0.0.1:{port};lr>, <sip:192.0.2.9;lr>\r\n"), "sip:b@192.0.2.5");
+    let raw = req(
+        &format!("Route: <sip:127.0.0.1:{port};lr>, <sip:192.0.2.9;lr>\r\n"),
+        "sip:b@192.0.2.5",
+    );
     let mut ctx = ctx_for(&core, &raw, "192.0.2.1:5060");
     assert_eq!(loose_route(&core, &mut ctx), LooseRoute::Routed);
     assert_eq!(ctx.dst_uri.as_deref(), Some(&b"sip:192.0.2.9;lr"[..]));
@@ -35,7 +38,9 @@ fn a_double_record_route_pair_is_consumed_together() {
     let (core, _rt) = core_on(&["udp:127.0.0.1:0"], CoreConfig::default());
     let port = core.transports.sockets()[0].addr.port();
     let raw = req(
-        &format!("Route: <sip:127.0.0.1:{port};lr;r2=on>\r\nRoute: <sip:127.0.0.1:{port};transport=tcp;lr;r2=on>\r\n"),
+        &format!(
+            "Route: <sip:127.0.0.1:{port};lr;r2=on>\r\nRoute: <sip:127.0.0.1:{port};transport=tcp;lr;r2=on>\r\n"
+        ),
         "sip:b@192.0.2.5",
     );
     let mut ctx = ctx_for(&core, &raw, "192.0.2.1:5060");
@@ -61,7 +66,10 @@ fn a_request_without_routes_or_with_a_foreign_route_is_not_loose_routed() {
 fn after_a_strict_router_the_request_uri_is_restored_from_the_last_route() {
     let (core, _rt) = core_on(&["udp:127.0.0.1:0"], CoreConfig::default());
     let port = core.transports.sockets()[0].addr.port();
-    let raw = req("Route: <sip:192.0.2.9;lr>, <sip:bob@192.0.2.5>\r\n", &format!("sip:127.0.0.1:{port};lr"));
+    let raw = req(
+        "Route: <sip:192.0.2.9;lr>, <sip:bob@192.0.2.5>\r\n",
+        &format!("sip:127.0.0.1:{port};lr"),
+    );
     let mut ctx = ctx_for(&core, &raw, "192.0.2.1:5060");
     assert_eq!(loose_route(&core, &mut ctx), LooseRoute::Routed);
     assert_eq!(ctx.ruri(), b"sip:bob@192.0.2.5");

@@ -6,6 +6,7 @@
 //! that a request addressed to the server itself (OPTIONS) can still be answered
 //! (RFC 3261 §16.3 item 2, RFC 4475 §3.3.11).
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use geosip_core::Core;
 use geosip_core::ctx::MsgCtx;
@@ -57,7 +58,13 @@ pub fn check(core: &Core, ctx: &mut MsgCtx) -> Sanity {
     }
     let bad = unsupported(ctx.msg.proxy_require(), PROXY_EXTENSIONS);
     if !bad.is_empty() {
-        let _ = core.reply(ctx, 420, Some(b"Bad Extension"), &[(b"Unsupported", &bad)], None);
+        let _ = core.reply(
+            ctx,
+            420,
+            Some(b"Bad Extension"),
+            &[(b"Unsupported", &bad)],
+            None,
+        );
         return Sanity::Replied(420);
     }
     Sanity::Ok
@@ -70,7 +77,13 @@ pub fn check_require(core: &Core, ctx: &mut MsgCtx) -> bool {
     if bad.is_empty() {
         return true;
     }
-    let _ = core.reply(ctx, 420, Some(b"Bad Extension"), &[(b"Unsupported", &bad)], None);
+    let _ = core.reply(
+        ctx,
+        420,
+        Some(b"Bad Extension"),
+        &[(b"Unsupported", &bad)],
+        None,
+    );
     false
 }
 
@@ -120,7 +133,10 @@ mod tests {
         assert_eq!(check(&core, &mut ctx), Sanity::Replied(420));
         let r = recv(&ua);
         assert!(r.starts_with("SIP/2.0 420 "), "{r}");
-        assert!(r.contains("Unsupported: noProxiesSupportThis, norDoAnyProxiesSupportThis\r\n"), "{r}");
+        assert!(
+            r.contains("Unsupported: noProxiesSupportThis, norDoAnyProxiesSupportThis\r\n"),
+            "{r}"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! Every storage mode on every backend: save, lookup, update, delete, expire, restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

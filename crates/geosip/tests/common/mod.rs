@@ -1,6 +1,7 @@
 //! End-to-end test harness: starts the real `geosip` binary on loopback (free ports), small
 //! SIP user agents over UDP and TCP, and helpers for the admin interface.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -32,11 +33,20 @@ static SEQ: AtomicU64 = AtomicU64::new(1);
 
 /// A unique token for Call-IDs, branches, tags and temp dirs.
 pub fn uniq() -> String {
-    format!("{}x{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed), nanos())
+    format!(
+        "{}x{}x{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed),
+        nanos()
+    )
 }
 
 fn nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0) % 1_000_000_007
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+        % 1_000_000_007
 }
 
 /// A fresh temporary directory.
@@ -61,10 +71,18 @@ impl Server {
         if tcp {
             cmd.arg("--listen").arg("tcp:127.0.0.1:0");
         }
-        cmd.arg("--admin").arg("127.0.0.1:0").arg("--data-dir").arg(&data_dir);
+        cmd.arg("--admin")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data_dir);
         cmd.args(args);
-        cmd.env("GEOSIP_LOG", std::env::var("GEOSIP_TEST_LOG").unwrap_or_else(|_| "info".into()));
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.env(
+            "GEOSIP_LOG",
+            std::env::var("GEOSIP_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         let mut child = cmd.spawn().expect("spawn geosip");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
@@ -133,9 +151,12 @@ impl Server {
 
     /// Calls a JSON-RPC method; panics on transport errors, returns `Err(message)` on RPC errors.
     pub fn rpc(&self, method: &str, params: &[&str]) -> Result<serde_json::Value, String> {
-        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+                .to_string();
         let resp = http(self.admin, "POST", "/RPC", &body);
-        let v: serde_json::Value = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("bad RPC response {resp}: {e}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&resp).unwrap_or_else(|e| panic!("bad RPC response {resp}: {e}"));
         match v.get("error") {
             Some(e) => Err(e["message"].as_str().unwrap_or("").to_string()),
             None => Ok(v["result"].clone()),
@@ -181,7 +202,10 @@ impl Server {
 
     /// Sends a signal to the process.
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
     }
 
     /// Stops the process (SIGTERM, then SIGKILL) and waits.
@@ -220,7 +244,10 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> String {
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -265,7 +292,9 @@ impl Ua {
         let mut buf = vec![0u8; 70_000];
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
-            self.sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok()?;
+            self.sock
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .ok()?;
             match self.sock.recv_from(&mut buf) {
                 Ok((n, _)) => {
                     let data = Bytes::copy_from_slice(&buf[..n]);
@@ -281,7 +310,8 @@ impl Ua {
 
     /// Next message, or panic saying what was expected.
     pub fn expect(&self, what: &str) -> SipMessage {
-        self.recv(Duration::from_secs(5)).unwrap_or_else(|| panic!("{what}: nothing received"))
+        self.recv(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{what}: nothing received"))
     }
 
     /// Next response with `status`, skipping provisional responses other than it.
@@ -320,13 +350,23 @@ impl TcpUa {
     pub fn connect(to: SocketAddr) -> TcpUa {
         let stream = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("tcp connect");
         let addr = stream.local_addr().unwrap();
-        TcpUa { stream, addr, buf: BytesMut::new(), framer: StreamFramer::new() }
+        TcpUa {
+            stream,
+            addr,
+            buf: BytesMut::new(),
+            framer: StreamFramer::new(),
+        }
     }
 
     /// Wraps an accepted stream.
     pub fn from_stream(stream: TcpStream) -> TcpUa {
         let addr = stream.local_addr().unwrap();
-        TcpUa { stream, addr, buf: BytesMut::new(), framer: StreamFramer::new() }
+        TcpUa {
+            stream,
+            addr,
+            buf: BytesMut::new(),
+            framer: StreamFramer::new(),
+        }
     }
 
     /// Writes raw bytes.
@@ -345,7 +385,9 @@ impl TcpUa {
                 Err(_) => return None,
             }
             let left = deadline.checked_duration_since(Instant::now())?;
-            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok()?;
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .ok()?;
             let mut tmp = [0u8; 16384];
             match self.stream.read(&mut tmp) {
                 Ok(0) => return None,
@@ -389,9 +431,20 @@ pub fn text(m: &SipMessage) -> String {
 }
 
 /// A request from `ua` (sent-by `via_host`) with the usual mandatory headers.
-pub fn request(method: &str, ruri: &str, from_ua: SocketAddr, proto: &str, extra: &str, body: &str) -> String {
+pub fn request(
+    method: &str,
+    ruri: &str,
+    from_ua: SocketAddr,
+    proto: &str,
+    extra: &str,
+    body: &str,
+) -> String {
     let u = uniq();
-    let ct = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\r\n".to_string() };
+    let ct = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\r\n".to_string()
+    };
     format!(
         "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{proto} {from_ua};branch=z9hG4bK{u}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=f{u}\r\nTo: <sip:bob@example.com>\r\nCall-ID: {u}@test\r\nCSeq: 1 {method}\r\nContact: <sip:alice@{from_ua}>\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body}",
         body.len()
@@ -399,7 +452,17 @@ pub fn request(method: &str, ruri: &str, from_ua: SocketAddr, proto: &str, extra
 }
 
 /// A REGISTER for `user@domain` with contact `contact` from `ua`.
-pub fn register(user: &str, domain: &str, contact: &str, ua: SocketAddr, expires: u32, call_id: &str, cseq: u32, extra: &str) -> String {
+#[allow(clippy::too_many_arguments)]
+pub fn register(
+    user: &str,
+    domain: &str,
+    contact: &str,
+    ua: SocketAddr,
+    expires: u32,
+    call_id: &str,
+    cseq: u32,
+    extra: &str,
+) -> String {
     let u = uniq();
     format!(
         "REGISTER sip:{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {ua};branch=z9hG4bK{u}\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{domain}>;tag=r{u}\r\nTo: <sip:{user}@{domain}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nContact: <{contact}>\r\nExpires: {expires}\r\n{extra}Content-Length: 0\r\n\r\n"
@@ -408,13 +471,26 @@ pub fn register(user: &str, domain: &str, contact: &str, ua: SocketAddr, expires
 
 /// Builds a response to `req` (as a UAS would), copying Via/From/To/Call-ID/CSeq and
 /// Record-Route, adding `to_tag` and `extra` headers.
-pub fn response_to(req: &SipMessage, status: u16, reason: &str, to_tag: Option<&str>, extra: &str) -> String {
+pub fn response_to(
+    req: &SipMessage,
+    status: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+    extra: &str,
+) -> String {
     let mut out = format!("SIP/2.0 {status} {reason}\r\n");
     for l in req.header_lines() {
         let name = String::from_utf8_lossy(l.name_bytes).to_ascii_lowercase();
-        let keep = matches!(name.as_str(), "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" | "record-route");
+        let keep = matches!(
+            name.as_str(),
+            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" | "record-route"
+        );
         if keep {
-            out.push_str(&format!("{}: {}\r\n", String::from_utf8_lossy(l.name_bytes), String::from_utf8_lossy(l.value)));
+            out.push_str(&format!(
+                "{}: {}\r\n",
+                String::from_utf8_lossy(l.name_bytes),
+                String::from_utf8_lossy(l.value)
+            ));
         }
         if name == "to" || name == "t" {
             let v = String::from_utf8_lossy(l.value);
@@ -432,7 +508,12 @@ pub fn response_to(req: &SipMessage, status: u16, reason: &str, to_tag: Option<&
 /// Whether a program is installed (for tests driving SIPp, sipsak, svwar). In CI a missing
 /// tool fails the test; elsewhere it is skipped loudly.
 pub fn have_tool(name: &str) -> bool {
-    let ok = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{name} is not installed (scripts/test installs it)");

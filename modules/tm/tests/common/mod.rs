@@ -1,6 +1,6 @@
 //! Test harness: a real `Core` with UDP and TCP transports on 127.0.0.1, a mini pipeline that
 //! feeds tm the way the server does, and small test UAs over UDP and TCP.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
