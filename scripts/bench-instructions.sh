@@ -17,7 +17,7 @@ total() {
     awk '/^(summary|totals):/ { print $2; exit }' "$TMP/cg.out"
 }
 printf '%-16s %12s\n' operation instructions
-for op in parse_lenient parse routing_lenient routing forward frame; do
+for op in parse_lenient parse routing_lenient routing validate validate_routing routing_again forward frame; do
     base="$(total "$op" 0)"
     full="$(total "$op" "$N")"
     printf '%-16s %12d\n' "$op" $(( (full - base) / N ))
