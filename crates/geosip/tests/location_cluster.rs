@@ -477,3 +477,119 @@ fn going_from_two_groups_to_three_keeps_every_user_reachable() {
         "{rb}"
     );
 }
+
+/// Benchmark, not a test (run with `cargo test --release -p geosip --test location_cluster --
+/// --ignored --nocapture`): REGISTER/s and lookups/s with two groups of two PostgreSQL
+/// databases (db-only), and the dip while one database dies mid-run.
+#[test]
+#[ignore]
+fn bench_partitioned_location_throughput_and_failover_dip() {
+    if !have_tool("sipp") {
+        return;
+    }
+    let pgs: Vec<ThrowawayPostgres> = match (0..4)
+        .map(|_| ThrowawayPostgres::start())
+        .collect::<Option<Vec<_>>>()
+    {
+        Some(v) => v,
+        None => return,
+    };
+    let Some(cl) = testutil::fresh_postgres() else {
+        return;
+    };
+    let dir = temp_dir("pusrloc-bench");
+    let groups = vec![
+        vec![pgs[0].url(), pgs[1].url()],
+        vec![pgs[2].url(), pgs[3].url()],
+    ];
+    let rate: u64 = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let cfg = write_config(
+        &dir,
+        &cl.url,
+        &groups,
+        "pool_size = 16\n\n[registrar]\nretry_after = 1\n\n[log]\nlevel = \"warn\"\n",
+    );
+    let s = Server::start(&["--config", &cfg.to_string_lossy()]);
+    let callee = Ua::new();
+    let run = |tag: &str,
+               n: usize,
+               rate: u64,
+               kill_after: Option<(Duration, &ThrowawayPostgres)>|
+     -> (f64, String) {
+        let users: Vec<String> = (0..n).map(|i| format!("{tag}{i:06}")).collect();
+        let mut csv = String::from("SEQUENTIAL\n");
+        for u in &users {
+            csv.push_str(&format!("{u};{};\n", callee.addr));
+        }
+        std::fs::write(dir.join(format!("{tag}.csv")), csv).unwrap();
+        let scen = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/sipp/register_retry_to.xml"
+        );
+        let t0 = Instant::now();
+        let mut child = std::process::Command::new("timeout")
+            .args(["600", "sipp", &s.udp.to_string(), "-sf", scen, "-inf"])
+            .arg(dir.join(format!("{tag}.csv")))
+            .args([
+                "-r",
+                &rate.to_string(),
+                "-m",
+                &n.to_string(),
+                "-l",
+                "20000",
+                "-i",
+                "127.0.0.1",
+                "-nostdin",
+                "-timeout",
+                "500s",
+            ])
+            .args(["-trace_stat", "-fd", "1", "-stf"])
+            .arg(dir.join(format!("{tag}-stat.csv")))
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        if let Some((after, pg)) = kill_after {
+            std::thread::sleep(after);
+            pg.kill();
+        }
+        child.wait().unwrap();
+        let secs = t0.elapsed().as_secs_f64();
+        let stat = std::fs::read_to_string(dir.join(format!("{tag}-stat.csv"))).unwrap_or_default();
+        (n as f64 / secs, stat)
+    };
+    // Throughput: new users at the offered rate, then lookups of all of them.
+    let n = (rate * 10) as usize;
+    let (reg_rate, _) = run("b", n, rate, None);
+    let users: Vec<String> = (0..n).map(|i| format!("b{i:06}")).collect();
+    let t0 = Instant::now();
+    let miss = missing_users(&s, &users);
+    let lookups = n as f64 / t0.elapsed().as_secs_f64();
+    assert!(miss.is_empty());
+    // Failover: the same load, one database of group 1 killed after 5 s.
+    let (fo_rate, stat) = run("f", n, rate, Some((Duration::from_secs(5), &pgs[1])));
+    // Per-second successful calls, to see the dip.
+    let head: Vec<&str> = stat.lines().next().unwrap_or("").split(';').collect();
+    let idx = head.iter().position(|h| *h == "SuccessfulCall(P)");
+    let per_s: Vec<String> = stat
+        .lines()
+        .skip(1)
+        .filter_map(|l| idx.and_then(|i| l.split(';').nth(i)).map(str::to_string))
+        .collect();
+    let ret = |k: &str| {
+        head.iter()
+            .position(|h| *h == k)
+            .and_then(|i| stat.lines().last()?.split(';').nth(i)?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let rejected = s.rpc("ul.stats", &[]).unwrap()["registrar"]["rejected"].clone();
+    eprintln!(
+        "p_usrloc bench: 2 groups x 2 PostgreSQL, db-only, write_policy all\n  REGISTER: {n} new users at {rate}/s offered -> {reg_rate:.0}/s completed\n  lookups (ul.lookup, one JSON-RPC batch): {lookups:.0}/s\n  failover run: {fo_rate:.0}/s completed; SIPp retransmissions {}; REGISTERs refused (5xx, retried): {rejected}\n  successful per second: {}",
+        ret("Retransmissions(C)"),
+        per_s.join(" ")
+    );
+}

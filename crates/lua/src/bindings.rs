@@ -54,7 +54,7 @@ pub(crate) fn with_msg<R>(f: impl FnOnce(&SipMessage) -> R) -> mlua::Result<R> {
 
 /// Runs `f` on the current request context.
 pub(crate) fn with_ctx<R>(f: impl FnOnce(&mut MsgCtx) -> R) -> mlua::Result<R> {
-    CUR.with(|c| c.borrow_mut().as_mut().map(f))
+    CUR.with(|c| c.borrow_mut().as_mut().map(|b| f(b)))
         .ok_or_else(no_ctx)
 }
 

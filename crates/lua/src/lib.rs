@@ -133,7 +133,9 @@ struct Vm {
 thread_local! {
     static VM: RefCell<Option<Vm>> = const { RefCell::new(None) };
     /// The request being routed (request, failure and branch routes).
-    pub(crate) static CUR: RefCell<Option<MsgCtx>> = const { RefCell::new(None) };
+    // Boxed: bindings take the context out and put it back around calls that may run other
+    // routes, and moving a pointer is cheaper than moving the context (about 1 KiB).
+    pub(crate) static CUR: RefCell<Option<Box<MsgCtx>>> = const { RefCell::new(None) };
     /// The reply being routed (reply routes).
     pub(crate) static REPLY: RefCell<Option<ReplyView>> = const { RefCell::new(None) };
     /// Set by `KSR.x.drop()`.
@@ -307,11 +309,11 @@ impl ScriptEngine {
     /// Runs `request_route` on a request. Returns the context (the script may have replied,
     /// relayed, or done nothing).
     pub fn run_request(&self, ctx: MsgCtx) -> MsgCtx {
-        CUR.with(|c| *c.borrow_mut() = Some(ctx));
+        CUR.with(|c| *c.borrow_mut() = Some(Box::new(ctx)));
         DROPPED.with(|d| d.set(false));
         self.call(None, |vm| vm.request_route.clone());
         match CUR.with(|c| c.borrow_mut().take()) {
-            Some(ctx) => ctx,
+            Some(ctx) => *ctx,
             // Only reachable if a binding lost the context; rebuild an inert one.
             None => placeholder(),
         }
@@ -366,11 +368,11 @@ fn with_installed<R>(ctx: &mut MsgCtx, f: impl FnOnce() -> R) -> R {
         .with(|s| s.borrow_mut().take())
         .unwrap_or_else(placeholder);
     let real = std::mem::replace(ctx, spare);
-    let prev = CUR.with(|c| c.replace(Some(real)));
+    let prev = CUR.with(|c| c.replace(Some(Box::new(real))));
     let r = f();
     let back = CUR.with(|c| c.replace(prev));
     if let Some(real) = back {
-        let spare = std::mem::replace(ctx, real);
+        let spare = std::mem::replace(ctx, *real);
         SPARE.with(|s| *s.borrow_mut() = Some(spare));
     }
     r

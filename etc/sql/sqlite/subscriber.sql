@@ -16,6 +16,6 @@ CREATE TABLE IF NOT EXISTS subscriber (
     created INTEGER NOT NULL,
     updated INTEGER NOT NULL,
     PRIMARY KEY (username, domain)
-);
+) WITHOUT ROWID;
 
 CREATE INDEX IF NOT EXISTS subscriber_domain_idx ON subscriber (domain, username);

@@ -408,7 +408,11 @@ impl Subscribers {
             return Ok(None);
         }
         let gen_at_read = self.cache.generation();
-        let row = self.block_on(self.call(self.store.get(u, d)))??;
+        // The embedded table is read on this thread; other backends through the runtime.
+        let row = match self.store.get_sync(u, d) {
+            Some(row) => row,
+            None => self.block_on(self.call(self.store.get(u, d)))??,
+        };
         let sub = row.as_ref().map(|r| Arc::new(Subscriber::from_row(r)));
         self.cache
             .fill(user, domain, sub.clone(), gen_at_read, Instant::now());

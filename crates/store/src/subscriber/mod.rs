@@ -12,6 +12,7 @@
 
 pub mod schema;
 pub mod sql;
+mod sync_sqlite;
 
 use crate::{StoreConfig, StoreError, StoreResult, StoreUrl};
 
@@ -146,6 +147,12 @@ impl SubscriberStore {
             Some(r) => format!("{} (reads: {})", self.master.describe(), r.describe()),
             None => self.master.describe().to_string(),
         }
+    }
+
+    /// Reads one subscriber on the calling thread, when the reader is an SQLite file (see
+    /// [`SqlSubscribers::get_sync`]); `None` = use [`get`](Self::get).
+    pub fn get_sync(&self, username: &str, domain: &str) -> Option<Option<SubscriberRow>> {
+        self.reader().get_sync(username, domain)
     }
 
     /// Reads one subscriber (from the replica when configured).

@@ -43,7 +43,7 @@ const SQLITE: &[&str] = &[
     created INTEGER NOT NULL,
     updated INTEGER NOT NULL,
     PRIMARY KEY (username, domain)
-)",
+) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS subscriber_domain_idx ON subscriber (domain, username)",
 ];
 

@@ -9,6 +9,7 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
 use super::SubscriberRow;
+use super::sync_sqlite::SyncSqliteReader;
 use crate::location::schema::Dialect;
 use crate::location::sql::SqlPool;
 use crate::{StoreConfig, StoreError, StoreResult, StoreUrl};
@@ -18,6 +19,8 @@ use crate::{StoreConfig, StoreError, StoreResult, StoreUrl};
 pub struct SqlSubscribers {
     pool: SqlPool,
     target: String,
+    /// In-process reads of an SQLite file (see [`SyncSqliteReader`]).
+    sync: Option<SyncSqliteReader>,
 }
 
 impl SqlSubscribers {
@@ -29,15 +32,32 @@ impl SqlSubscribers {
                 url.redacted()
             )));
         }
+        let sync = match url {
+            StoreUrl::Sqlite { path: Some(p) } => {
+                Some(SyncSqliteReader::new(p.clone(), cfg.timeout))
+            }
+            _ => None,
+        };
         Ok(SqlSubscribers {
             pool: SqlPool::connect_lazy(url, cfg)?,
             target: url.redacted(),
+            sync,
         })
     }
 
     /// The same table over an existing pool (e.g. the location store's).
     pub fn with_pool(pool: SqlPool, target: String) -> SqlSubscribers {
-        SqlSubscribers { pool, target }
+        SqlSubscribers {
+            pool,
+            target,
+            sync: None,
+        }
+    }
+
+    /// Reads one subscriber on the calling thread when the table is an SQLite file; `None`
+    /// means "use [`get`](Self::get)" (another backend, or the synchronous read failed).
+    pub fn get_sync(&self, username: &str, domain: &str) -> Option<Option<SubscriberRow>> {
+        self.sync.as_ref()?.get(username, domain)
     }
 
     /// Redacted URL.
