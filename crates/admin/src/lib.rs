@@ -93,6 +93,10 @@ async fn rpc(State(a): State<Admin>, body: axum::body::Bytes) -> Response {
                     out.push(v);
                 }
             }
+            if out.is_empty() {
+                // JSON-RPC 2.0 §6: a batch of notifications gets nothing back, not `[]`.
+                return StatusCode::NO_CONTENT.into_response();
+            }
             json_response(Value::Array(out))
         }
         r => match call_one(&a, r).await {

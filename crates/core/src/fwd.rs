@@ -41,6 +41,8 @@ pub enum ForwardError {
     NoSocket,
     /// The send itself failed.
     Send(SendError),
+    /// The request is one we already forwarded, back unchanged (RFC 3261 §16.3 step 4).
+    Loop,
 }
 
 impl ForwardError {
@@ -50,6 +52,7 @@ impl ForwardError {
             ForwardError::NextHop(e) => e.status(),
             ForwardError::NoSocket => 503,
             ForwardError::Send(_) => 503,
+            ForwardError::Loop => 482,
         }
     }
 }
@@ -121,6 +124,20 @@ impl Core {
         out::uri_destination(&t.uri, &self.resolver)
     }
 
+    /// The URI of the pre-loaded top Route when [`next_hop`](Self::next_hop) sends there and
+    /// it is a strict router (no `lr`, RFC 2543 style).
+    fn strict_next_hop<'m>(&self, ctx: &'m MsgCtx, t: &Target) -> Option<&'m [u8]> {
+        if t.dst_uri.is_some() || t.path.is_some() || ctx.loose_routed {
+            return None;
+        }
+        let r = ctx.msg.top_route()?;
+        let u = r.uri().ok()?;
+        if u.has_lr() || self.myself.is_myself_uri(&u) {
+            return None;
+        }
+        Some(r.uri_raw())
+    }
+
     /// The local socket to send to `dst` from.
     pub fn out_socket(&self, ctx: &MsgCtx, t: &Target, dst: &Destination) -> Option<&ListenSocket> {
         let prefer = t.socket.or(ctx.send_socket).or(Some(ctx.rx.socket));
@@ -145,13 +162,32 @@ impl Core {
         stamp_top_via(msg, &ctx.via_stamp, &mut edits);
         let mut v: SmallVec<[u8; 128]> = SmallVec::new();
         {
-            let mut tmp = Vec::with_capacity(96);
-            self.write_via(sock, branch, &mut tmp);
+            // RFC 3261 §16.6 step 8: the branch ends in a hash of what decides where the
+            // request goes, so that it is recognised if it comes back unchanged.
+            let mut br: SmallVec<[u8; 64]> = SmallVec::from_slice(branch);
+            br.push(LOOP_SEP);
+            push_hex(&mut br, self.loop_hash(msg, &t.uri));
+            let mut tmp = Vec::with_capacity(112);
+            self.write_via(sock, &br, &mut tmp);
             v.extend_from_slice(&tmp);
         }
         edits.insert_via(msg, &v);
-        if msg.request_uri_bytes() != Some(&t.uri[..]) {
-            edits.set_request_uri(msg, &t.uri);
+        match self.strict_next_hop(ctx, t) {
+            // RFC 3261 §16.6 step 6: the next hop is a strict router (pre-loaded Route without
+            // `lr`): it gets the Request-URI, and our Request-URI becomes the last Route.
+            Some(route_uri) => {
+                edits.set_request_uri(msg, route_uri);
+                edits.remove_top_route(msg);
+                let mut r: SmallVec<[u8; 128]> = SmallVec::new();
+                r.push(b'<');
+                r.extend_from_slice(&t.uri);
+                r.push(b'>');
+                edits.append_header(msg, b"Route", &r);
+            }
+            None if msg.request_uri_bytes() != Some(&t.uri[..]) => {
+                edits.set_request_uri(msg, &t.uri);
+            }
+            None => {}
         }
         let mf = msg
             .max_forwards()
@@ -179,10 +215,67 @@ impl Core {
         msg.write_with(&edits, out);
     }
 
+    /// The loop hash of a request whose Request-URI is (or will be) `ruri`: over the fields
+    /// RFC 3261 §16.6 step 8 names (Request-URI, To tag, From tag, Call-ID, CSeq number,
+    /// Proxy-Require, Proxy-Authorization). Route is left out: the Route set we send differs
+    /// from the one we received by our own entries, and a request that comes back with the
+    /// same Request-URI and dialog identifiers goes where it went before.
+    pub fn loop_hash(&self, msg: &SipMessage, ruri: &[u8]) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(self.secret ^ 0x6c6f_6f70);
+        h.update(ruri);
+        h.update(b"\0");
+        h.update(msg.to_tag().unwrap_or(b""));
+        h.update(b"\0");
+        h.update(msg.from_tag().unwrap_or(b""));
+        h.update(b"\0");
+        h.update(msg.call_id().unwrap_or(b""));
+        h.update(&msg.cseq().map_or(0, |c| c.seq).to_le_bytes());
+        for v in msg.headers(HeaderName::ProxyRequire) {
+            h.update(v);
+            h.update(b"\0");
+        }
+        for v in msg.headers(HeaderName::ProxyAuthorization) {
+            h.update(v);
+            h.update(b"\0");
+        }
+        h.digest()
+    }
+
+    /// RFC 3261 §16.3 step 4, loop detection: the request carries a Via we inserted whose
+    /// loop hash equals the hash of the request as it arrives now, so forwarding it again
+    /// would send it where it went before (482). A request that came back changed (a new
+    /// Request-URI after a lookup, say) is a spiral and goes on.
+    pub fn is_looped(&self, msg: &SipMessage) -> bool {
+        let mut own = None;
+        for via in msg.vias() {
+            let Some(br) = via.branch() else { continue };
+            let Some(sep) = br.len().checked_sub(17) else {
+                continue;
+            };
+            if br[sep] != LOOP_SEP
+                || !(br.starts_with(b"z9hG4bKt") || br.starts_with(b"z9hG4bKsl"))
+                || !self.myself.is_my_via(&via.host(), via.port())
+            {
+                continue;
+            }
+            let h = *own
+                .get_or_insert_with(|| self.loop_hash(msg, msg.request_uri_bytes().unwrap_or(b"")));
+            let mut want: SmallVec<[u8; 16]> = SmallVec::new();
+            push_hex(&mut want, h);
+            if br[sep + 1..] == want[..] {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Kamailio's `forward()`: sends the request to each target statelessly (RFC 3261
     /// §16.11), with a branch derived from the request so that retransmissions, the CANCEL and
     /// the non-2xx ACK get the same branch.
     pub fn forward_stateless(&self, ctx: &mut MsgCtx) -> Result<(), ForwardError> {
+        if self.is_looped(&ctx.msg) {
+            return Err(ForwardError::Loop);
+        }
         let targets = ctx.targets();
         let mut last_err = None;
         for (i, t) in targets.iter().enumerate() {
@@ -403,6 +496,9 @@ pub fn stamp_top_via(msg: &SipMessage, stamp: &ViaStamp, edits: &mut Edits) {
     }
     edits.replace_raw(start..start + raw.len(), &v);
 }
+
+/// Separates the loop hash from the rest of a branch we generate.
+const LOOP_SEP: u8 = b'.';
 
 fn push_hex<const N: usize>(b: &mut SmallVec<[u8; N]>, mut x: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";

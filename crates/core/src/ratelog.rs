@@ -28,8 +28,8 @@ impl LogLimiter {
         }
     }
 
-    /// Whether to log about `src` now. Returns `Some(suppressed)` when allowed, where
-    /// `suppressed` counts the lines dropped since the window started over.
+    /// Whether to log about `src` now: true for the first `per_minute` calls per source in a
+    /// one-minute window, false for the rest of that window.
     pub fn allow(&self, src: IpAddr, now: Instant) -> bool {
         let mut m = self.seen.lock();
         if m.len() >= MAX_SOURCES && !m.contains_key(&src) {

@@ -37,6 +37,33 @@ impl Engine {
         }
     }
 
+    /// Answers `status` to a request that never reaches the script (it failed validation or
+    /// is too large), straight from the received bytes. When the top Via itself is unusable
+    /// the answer goes back to the packet's source.
+    fn reply_raw(&self, msg: &SipMessage, info: &RxInfo, status: u16) {
+        let reason = sip_msg::reason_phrase(status).as_bytes();
+        let dst = match msg.top_via() {
+            Some(via) => {
+                let stamp = ViaStamp::compute(&via, info.src, self.core.cfg.force_rport);
+                geosip_core::out::reply_destination(info, &via, &stamp)
+            }
+            None => Destination {
+                proto: info.proto,
+                addr: info.src,
+                conn: info.conn,
+                socket: Some(info.socket),
+            },
+        };
+        let tag = self.core.local_to_tag(msg);
+        let sent = geosip_core::fwd::with_out_buf(|buf| {
+            msg.write_error_response_raw(status, reason, Some(&tag), buf);
+            self.core.send(&dst, buf)
+        });
+        if sent.is_ok() {
+            self.core.stats.tx_replies[class_index(status)].inc();
+        }
+    }
+
     fn on_request(&self, msg: SipMessage, info: RxInfo, now: Instant) {
         let stats = &self.core.stats;
         stats.rx_requests[method_index(msg.method())].inc();
@@ -58,28 +85,7 @@ impl Engine {
             // Answer 400 (505 for the version) unless it is an ACK (RFC 3261 §8.2, §17.2.1).
             // When the top Via itself is unusable the answer goes back to the packet's source.
             if msg.method() != Some(Method::Ack) {
-                let status = e.status();
-                let reason = sip_msg::reason_phrase(status).as_bytes();
-                let dst = match msg.top_via() {
-                    Some(via) => {
-                        let stamp = ViaStamp::compute(&via, info.src, self.core.cfg.force_rport);
-                        geosip_core::out::reply_destination(&info, &via, &stamp)
-                    }
-                    None => Destination {
-                        proto: info.proto,
-                        addr: info.src,
-                        conn: info.conn,
-                        socket: Some(info.socket),
-                    },
-                };
-                let tag = self.core.local_to_tag(&msg);
-                let sent = geosip_core::fwd::with_out_buf(|buf| {
-                    msg.write_error_response_raw(status, reason, Some(&tag), buf);
-                    self.core.send(&dst, buf)
-                });
-                if sent.is_ok() {
-                    stats.tx_replies[class_index(status)].inc();
-                }
+                self.reply_raw(&msg, &info, e.status());
             } else {
                 stats.dropped_requests.inc();
             }
@@ -149,6 +155,24 @@ impl Handler for Engine {
                 return;
             }
         };
+        if info.proto == Proto::Udp && msg.as_bytes().len() > self.core.cfg.max_message_bytes {
+            // core.max_message_bytes (RFC 3261 §18.1.1: big requests belong on TCP): 513 to a
+            // request, drop a response.
+            self.core.stats.parse_error("too_large");
+            self.log_bad(
+                info.src,
+                "datagram over core.max_message_bytes",
+                "too_large",
+            );
+            if msg.is_request() && msg.method() != Some(Method::Ack) {
+                self.reply_raw(&msg, &info, 513);
+            } else if msg.is_request() {
+                self.core.stats.dropped_requests.inc();
+            } else {
+                self.core.stats.dropped_replies.inc();
+            }
+            return;
+        }
         if msg.is_response() {
             self.on_response(msg, info);
         } else if !self.stale.is_zero()

@@ -142,10 +142,28 @@ pub fn check_config(file: &Path, sets: &[String]) -> anyhow::Result<()> {
 }
 
 /// `geosip run`.
+/// With a partitioned location, a database that comes back is written but not read for
+/// `expire_window_s`; that only guarantees it holds every live contact when no binding lives
+/// longer. An unlimited `registrar.max_expires` (0, the default) is therefore capped at the
+/// window; an explicit longer one is refused by `check_max_expires`.
+fn clamp_expires_to_location_window(cfg: &mut Config) {
+    if let Some(lc) = &cfg.location
+        && cfg.registrar.max_expires == 0
+    {
+        let window = u32::try_from(lc.expire_window_s).unwrap_or(u32::MAX);
+        cfg.registrar.max_expires = window;
+        tracing::info!(
+            max_expires = window,
+            "registrar.max_expires unset: capped at [location] expire_window_s"
+        );
+    }
+}
+
 pub fn run(opts: RunOpts) -> anyhow::Result<()> {
     let loaded = load_config(&opts.common, &opts.listen, opts.admin.as_deref())?;
-    let cfg = loaded.config.clone();
+    let mut cfg = loaded.config.clone();
     init_logging(&cfg);
+    clamp_expires_to_location_window(&mut cfg);
     let data_dir = opts
         .common
         .data_dir

@@ -187,6 +187,29 @@ fn a_tcp_message_over_the_body_limit_gets_413_and_the_connection_survives_or_clo
 }
 
 #[test]
+fn a_udp_request_over_core_max_message_bytes_gets_513_and_a_small_one_is_still_served() {
+    let s = Server::start(&["--set", "core.max_message_bytes=1000"]);
+    let ua = Ua::new();
+    let body = "v=0\r\n".repeat(300);
+    let big = request(
+        "OPTIONS",
+        &format!("sip:{}", s.udp),
+        ua.addr,
+        "UDP",
+        "",
+        &body,
+    );
+    assert!(big.len() > 1000);
+    ua.send(s.udp, big.as_bytes());
+    let r = ua.expect_status(513);
+    assert!(r.to_tag().is_some());
+    let small = request("OPTIONS", &format!("sip:{}", s.udp), ua.addr, "UDP", "", "");
+    ua.send(s.udp, small.as_bytes());
+    ua.expect_status(200);
+    assert!(s.metrics().contains("reason=\"too_large\""));
+}
+
+#[test]
 fn metrics_expose_message_counters_by_method_and_build_info() {
     let s = Server::start(&[]);
     let ua = Ua::new();
@@ -245,6 +268,23 @@ fn json_rpc_answers_version_uptime_stats_and_lists_methods() {
         assert!(names.contains(&m), "{m} missing from {names:?}");
     }
     assert!(s.rpc("no.such", &[]).unwrap_err().contains("not found"));
+    // JSON-RPC 2.0 batches: one answer per call with an id, nothing for notifications.
+    let batch = http(
+        s.admin,
+        "POST",
+        "/RPC",
+        r#"[{"jsonrpc":"2.0","method":"core.version","id":1},{"jsonrpc":"2.0","method":"core.uptime"}]"#,
+    );
+    let answers: serde_json::Value = serde_json::from_str(&batch).unwrap();
+    assert_eq!(answers.as_array().map(Vec::len), Some(1), "{batch}");
+    assert_eq!(answers[0]["id"], 1);
+    let notes = http(
+        s.admin,
+        "POST",
+        "/RPC",
+        r#"[{"jsonrpc":"2.0","method":"core.uptime"}]"#,
+    );
+    assert_eq!(notes, "", "a batch of notifications gets no body");
     // The status page is served.
     assert!(http(s.admin, "GET", "/", "").contains("geosip"));
 }

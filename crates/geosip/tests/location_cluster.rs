@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use geosip_store::testutil::{self, ThrowawayPostgres};
 use serde_json::Value;
+use sip_msg::HeaderName;
 
 fn write_config(
     dir: &std::path::Path,
@@ -287,10 +288,29 @@ fn a_database_that_came_back_is_read_again_after_the_expire_window() {
         &dir,
         &cl.url,
         &[vec![pg0.url(), pg1.url()]],
-        "expire_window_s = 4\n\n[registrar]\nmax_expires = 4\nmin_expires = 1\nexpires_range = 0\n",
+        // No registrar.max_expires: the server caps bindings at the window by itself.
+        "expire_window_s = 4\n\n[registrar]\nmin_expires = 1\nexpires_range = 0\n",
     );
     let s = Server::start(&["--config", &cfg.to_string_lossy()]);
     let ua = Ua::new();
+    let long = register(
+        "wlong",
+        "127.0.0.1",
+        &format!("sip:wlong@{}", ua.addr),
+        ua.addr,
+        3600,
+        "wlong",
+        1,
+        "",
+    );
+    ua.send(s.udp, long.as_bytes());
+    let ok = ua.recv(Duration::from_secs(3)).expect("200 to REGISTER");
+    assert_eq!(ok.status(), Some(200));
+    let granted = String::from_utf8_lossy(ok.header(HeaderName::Contact).unwrap()).into_owned();
+    assert!(
+        granted.contains("expires=4"),
+        "a 3600 s binding is capped at expire_window_s: {granted}"
+    );
     pg1.kill();
     for i in 0..10 {
         let r = register(

@@ -4,7 +4,8 @@
 //!
 //! Format (33 bytes): `z9hG4bK` (RFC 3261 §8.1.1.7 magic cookie), `t`, 16 lowercase hex digits
 //! of the id, 8 of the salt, 1 of the index. Stateless forwarding (`z9hG4bKsl…`) never
-//! produces this shape.
+//! produces this shape. On the wire the core appends `.` and 16 hex digits of the loop hash
+//! (RFC 3261 §16.6 step 8, see `Core::is_looped`); decoding ignores that suffix.
 
 /// Magic cookie plus our marker.
 const PREFIX: &[u8] = b"z9hG4bKt";
@@ -60,7 +61,13 @@ impl BranchId {
     /// Decodes a branch made by [`encode`](Self::encode); `None` for anything else (other
     /// elements' branches, stateless branches, damaged values).
     pub fn decode(b: &[u8]) -> Option<BranchId> {
-        if b.len() != BRANCH_LEN || !b.starts_with(PREFIX) {
+        // Our own length, or our length plus the `.` + 16-digit loop hash suffix.
+        let b = match b.len() {
+            BRANCH_LEN => b,
+            n if n == BRANCH_LEN + 17 && b[BRANCH_LEN] == b'.' => &b[..BRANCH_LEN],
+            _ => return None,
+        };
+        if !b.starts_with(PREFIX) {
             return None;
         }
         let p = PREFIX.len();
@@ -103,5 +110,20 @@ mod tests {
         longer.push(b'0');
         assert!(BranchId::decode(&longer).is_none());
         assert!(BranchId::decode(b"").is_none());
+    }
+
+    #[test]
+    fn a_branch_with_the_loop_hash_suffix_decodes_like_the_bare_branch() {
+        let b = BranchId {
+            id: 5,
+            salt: 6,
+            index: 7,
+        };
+        let mut wire = b.encode().to_vec();
+        wire.extend_from_slice(b".0123456789abcdef");
+        assert_eq!(BranchId::decode(&wire), Some(b));
+        let last = wire.len() - 17;
+        wire[last] = b'x';
+        assert!(BranchId::decode(&wire).is_none());
     }
 }

@@ -110,6 +110,9 @@ impl Tm {
         if ctx.msg.max_forwards() == Some(0) {
             return Err(TmError::TooManyHops);
         }
+        if self.core.is_looped(&ctx.msg) {
+            return Err(TmError::Loop);
+        }
         let key = request_key(&ctx.msg, false).ok_or(TmError::BadRequest)?;
         let mut g = match self.open(ctx, key, is_rfc2543(&ctx.msg), now)? {
             Open::New(g) => g,

@@ -31,8 +31,9 @@ pub enum TmError {
     /// Sending failed on every branch (503).
     #[error("sending to the next hop failed")]
     Send,
-    /// Every branch would be sent to this server itself (482).
-    #[error("the target is this server (loop)")]
+    /// Every branch would be sent to this server itself, or the request came back unchanged
+    /// (RFC 3261 §16.3 step 4): 482.
+    #[error("loop detected: the target is this server or the request came back unchanged")]
     Loop,
     /// Max-Forwards is 0 (483, RFC 3261 §16.3 step 3).
     #[error("Max-Forwards exhausted")]
@@ -131,6 +132,7 @@ impl From<ForwardError> for TmError {
             ForwardError::NextHop(h) => TmError::NextHop(h),
             ForwardError::NoSocket => TmError::NoSocket,
             ForwardError::Send(_) => TmError::Send,
+            ForwardError::Loop => TmError::Loop,
         }
     }
 }

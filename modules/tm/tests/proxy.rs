@@ -944,7 +944,7 @@ fn a_reply_with_a_forged_branch_salt_is_dropped() {
     let (inv, src) = bob.wait_req("INVITE");
     let branch = branch_of(&inv);
     let mut forged_branch = branch.clone().into_bytes();
-    let salt_at = forged_branch.len() - 2;
+    let salt_at = "z9hG4bKt".len() + 16; // first digit of the salt
     forged_branch[salt_at] = if forged_branch[salt_at] == b'0' {
         b'1'
     } else {
@@ -994,5 +994,105 @@ fn a_2xx_with_a_silent_parallel_branch_neither_spins_the_timer_nor_leaks() {
             .iter()
             .all(|m| m.method_bytes() != Some(b"CANCEL")),
         "no CANCEL to a branch that never sent a provisional (RFC 3261 §9.1)"
+    );
+}
+
+/// `inv` as a next hop would send it back to the proxy: its own Via on top, the rest as is,
+/// the Request-URI replaced when `ruri` is given.
+fn sent_back(inv: &sip_msg::SipMessage, by: &Ua, ruri: Option<&str>) -> Vec<u8> {
+    let raw = inv.as_bytes();
+    let line_end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+    let line = match ruri {
+        Some(u) => format!("INVITE {u} SIP/2.0"),
+        None => String::from_utf8_lossy(&raw[..line_end]).into_owned(),
+    };
+    let mut out = format!(
+        "{line}\r\nVia: SIP/2.0/UDP {};branch={};rport\r\n",
+        by.addr,
+        token("z9hG4bKback")
+    )
+    .into_bytes();
+    out.extend_from_slice(&raw[line_end + 2..]);
+    out
+}
+
+#[test]
+fn a_request_that_comes_back_unchanged_is_answered_482_and_a_spiral_is_forwarded() {
+    let bob = Ua::udp("bob");
+    let p = Proxy::start(fast_cfg(), one_target(bob.uri()), no_failure);
+    let alice = Ua::udp("alice");
+    let call = Call::invite(&alice, "sip:bob@example.com", b"");
+    alice.send(p.udp, &call.bytes);
+    let (inv, _) = bob.wait_req("INVITE");
+    let ours = branch_of(&inv);
+    assert_eq!(
+        ours.len(),
+        "z9hG4bKt".len() + 25 + 17,
+        "branch carries the loop hash: {ours}"
+    );
+
+    // A misconfigured next hop sends it straight back: same Request-URI, same dialog
+    // identifiers, our Via still in it (RFC 3261 §16.3 step 4).
+    bob.send(p.udp, &sent_back(&inv, &bob, None));
+    let looped = bob.wait_resp(482, "INVITE");
+    assert_eq!(
+        looped.vias().count(),
+        3,
+        "answered to the hop that looped it"
+    );
+    assert!(
+        bob.drain(QUIET).iter().all(|m| !m.is_request()),
+        "the looped request was not forwarded again"
+    );
+
+    // Back with another Request-URI: a spiral, forwarded (with a fourth Via).
+    bob.send(
+        p.udp,
+        &sent_back(&inv, &bob, Some("sip:bob-elsewhere@example.com")),
+    );
+    let (spiral, _) = bob.wait_req("INVITE");
+    assert_eq!(spiral.vias().count(), 4);
+    assert_eq!(spiral.call_id(), inv.call_id());
+}
+
+#[test]
+fn a_preloaded_strict_route_gets_the_request_uri_and_the_old_one_becomes_the_last_route() {
+    let bob = Ua::udp("bob");
+    let p = Proxy::start(
+        fast_cfg(),
+        |_, _| {}, // route by the request as it is
+        no_failure,
+    );
+    let alice = Ua::udp("alice");
+    let strict = format!("<sip:{}>", bob.addr); // no ;lr: an RFC 2543 strict router
+    let bytes = alice.request(
+        "INVITE",
+        "sip:carol@example.net",
+        &token("call-"),
+        "ft1",
+        "<sip:carol@example.net>",
+        1,
+        &token("z9hG4bKc"),
+        &[strict.clone(), "<sip:proxy2.example.net;lr>".into()],
+        b"",
+    );
+    alice.send(p.udp, &bytes);
+    let (inv, _) = bob.wait_req("INVITE");
+    // RFC 3261 §16.6 step 6: the strict router's URI is the Request-URI, its Route value is
+    // gone, and the old Request-URI is the last Route.
+    assert_eq!(
+        inv.request_uri_bytes(),
+        Some(format!("sip:{}", bob.addr).as_bytes())
+    );
+    let routes: Vec<String> = inv
+        .routes()
+        .map(|r| String::from_utf8_lossy(r.uri_raw()).into_owned())
+        .collect();
+    assert_eq!(
+        routes,
+        vec![
+            "sip:proxy2.example.net;lr".to_string(),
+            "sip:carol@example.net".to_string()
+        ]
     );
 }
