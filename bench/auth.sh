@@ -5,8 +5,9 @@
 #   bench/auth.sh                      geosip's subscriber table in the embedded SQLite
 #   PG=1 bench/auth.sh                 geosip's subscriber table in PostgreSQL (127.0.0.1:5432)
 # Env: USERS (20000) RATE (2000) RUNS (3) OUT (/tmp/geosip-auth-<time>)
-# Kamailio reads its subscriber table with db_sqlite (package kamailio-sqlite-modules), one query
-# per authentication, as auth_db does.
+# Kamailio reads its subscriber table with db_sqlite (package kamailio-sqlite-modules), or with
+# db_postgres (kamailio-postgres-modules) when PG=1, one query per authentication, as auth_db
+# does: both servers read the same kind of database.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 USERS=${USERS:-20000}; RATE=${RATE:-2000}; RUNS=${RUNS:-3}
@@ -37,6 +38,13 @@ with open(f"{d}/users.csv", "w") as sipp, open(f"{d}/subscribers.csv", "w") as g
     k.write("COMMIT;\n")
 PY
 rm -f "$OUT/kam.db"; sqlite3 "$OUT/kam.db" <"$OUT/kam.sql"
+KDB="sqlite://$OUT/kam.db"; KDEF=()
+if [[ -n "${PG:-}" ]]; then
+    KDBNAME="kamailio_bench_auth"
+    psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $KDBNAME" -c "CREATE DATABASE $KDBNAME" >/dev/null
+    sed 's/id INTEGER PRIMARY KEY/id SERIAL PRIMARY KEY/' "$OUT/kam.sql" | psql -h 127.0.0.1 -U postgres -q "$KDBNAME" >/dev/null
+    KDB="postgres://postgres@127.0.0.1:5432/$KDBNAME"; KDEF=(-A KAM_PG)
+fi
 
 GARGS=(--set auth.enabled=true --set 'auth.algorithms=["MD5"]' --set usrloc.db_mode=memory
        --set 'pike.whitelist=["127.0.0.1"]' --set log.level=warn)
@@ -78,7 +86,7 @@ for i in $(seq "$RUNS"); do
     measure geosip "127.0.0.1:$GPORT" "$GPID"
     kill "$GPID"; wait "$GPID" 2>/dev/null || true
     kamailio -DD -E -f "$ROOT/bench/kamailio-auth.cfg" -m 1024 -M 64 -A "KAM_PORT=$KPORT" -A 'KAM_CHILDREN=4' \
-        -A "KAM_CTL=\"unix:$OUT/kam.sock\"" -A "KAM_DB=\"sqlite://$OUT/kam.db\"" >"$OUT/kamailio.log" 2>&1 &
+        -A "KAM_CTL=\"unix:$OUT/kam.sock\"" -A "KAM_DB=\"$KDB\"" "${KDEF[@]}" >"$OUT/kamailio.log" 2>&1 &
     KPID=$!; sleep 2
     measure kamailio "127.0.0.1:$KPORT" "$KPID" $(ps -o pid= --ppid "$KPID")
     kill "$KPID"; wait "$KPID" 2>/dev/null || true; sleep 1

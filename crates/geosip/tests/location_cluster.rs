@@ -415,7 +415,7 @@ fn a_spare_from_another_risk_group_takes_the_place_of_a_dead_database() {
 }
 
 #[test]
-fn going_from_two_groups_to_three_keeps_every_user_reachable() {
+fn going_from_two_groups_to_three_online_moves_about_a_third_and_keeps_every_user_reachable() {
     let dbs: Vec<_> = match (0..6)
         .map(|_| testutil::fresh_postgres())
         .collect::<Option<Vec<_>>>()
@@ -434,29 +434,23 @@ fn going_from_two_groups_to_three_keeps_every_user_reachable() {
     let cfg2 = write_config(&dir, &cl.url, &two, "");
     let callee = Ua::new();
     let users: Vec<String> = (0..300).map(|i| format!("rb{i}")).collect();
-    {
-        let mut s = Server::start(&["--config", &cfg2.to_string_lossy()]);
-        for u in &users {
-            let r = register(
-                u,
-                "127.0.0.1",
-                &format!("sip:{u}@{}", callee.addr),
-                callee.addr,
-                3600,
-                &format!("c-{u}"),
-                1,
-                "",
-            );
-            callee.send(s.udp, r.as_bytes());
-            callee.expect_status(200);
-        }
-        s.stop();
+    let s = Server::start(&["--config", &cfg2.to_string_lossy()]);
+    for u in &users {
+        let r = register(
+            u,
+            "127.0.0.1",
+            &format!("sip:{u}@{}", callee.addr),
+            callee.addr,
+            3600,
+            &format!("c-{u}"),
+            1,
+            "",
+        );
+        callee.send(s.udp, r.as_bytes());
+        callee.expect_status(200);
     }
-    // The cluster table is seeded from the TOML only when empty: add group 3 there, as an
-    // operator would (location_cluster rows), then restart.
-    let mut three = two.clone();
-    three.push(vec![dbs[4].url.clone(), dbs[5].url.clone()]);
-    let cfg3 = write_config(&dir, &cl.url, &three, "");
+    // Online: the operator adds group 3 to the cluster table of the running server and
+    // reloads it (no restart).
     let sql = format!(
         "INSERT INTO location_cluster (id, no, url, status, errors, failover, spare, rg) VALUES (3, 1, '{}', 1, 0, 0, 0, 31), (3, 2, '{}', 1, 0, 0, 0, 32)",
         dbs[4].url, dbs[5].url
@@ -472,7 +466,7 @@ fn going_from_two_groups_to_three_keeps_every_user_reachable() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = Server::start(&["--config", &cfg3.to_string_lossy()]);
+    s.rpc("location.reload_cluster", &[]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while cluster(&s)["groups"].as_array().unwrap().len() < 3 {
         assert!(
@@ -482,6 +476,7 @@ fn going_from_two_groups_to_three_keeps_every_user_reachable() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // During the transition window reads fall back to the old placement: nobody is lost.
     let miss = missing_users(&s, &users);
     assert!(
         miss.is_empty(),
@@ -492,10 +487,24 @@ fn going_from_two_groups_to_three_keeps_every_user_reachable() {
         call_reaches(&s, &callee, u);
     }
     let rb = s.rpc("location.rebalance", &[]).unwrap();
+    assert_eq!(rb["layout"]["groups"], serde_json::json!([1, 2, 3]), "{rb}");
+    assert_eq!(rb["in_transition"], true, "{rb}");
+    // Consistent hashing: about 1/3 of the users now belong to group 3 (crc32 % n would
+    // move about 2/3).
+    let remaining = rb["remaining"].as_u64().unwrap();
     assert!(
-        rb.to_string().contains("previous") || rb.to_string().contains("layout"),
-        "{rb}"
+        (60..=140).contains(&remaining),
+        "{remaining} of 300 bindings in their old placement: {rb}"
     );
+    // Finishing moves what is left; everyone is still reachable, from the new placement.
+    let fin = s.rpc("location.rebalance", &["finish"]).unwrap();
+    assert_eq!(fin["done"]["moved_bindings"].as_u64(), Some(remaining), "{fin}");
+    assert_eq!(fin["remaining"], 0, "{fin}");
+    let miss = missing_users(&s, &users);
+    assert!(miss.is_empty(), "{} users lost by the move", miss.len());
+    for u in users.iter().step_by(41) {
+        call_reaches(&s, &callee, u);
+    }
 }
 
 /// Benchmark, not a test (run with `cargo test --release -p geosip --test location_cluster --

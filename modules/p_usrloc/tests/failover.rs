@@ -1,4 +1,4 @@
-//! Failover against throwaway PostgreSQL servers that the tests kill and restart: no save lost
+//! Failover against throwaway PostgreSQL and MariaDB servers that the tests kill and restart: no save lost
 //! under `one` and `majority`, failed saves reported under `all`, turning off for every node,
 //! coming back write-only, spare takeover. One test at a time (they start servers).
 #![allow(clippy::unwrap_used)]
@@ -328,4 +328,57 @@ fn a_spare_from_another_risk_group_takes_the_place_of_a_dead_database() {
     eventually("back as a spare", 10, || {
         table_row(&rt, &cl[0], 0, 2).is_some_and(|r| r.0 == 1 && r.4 == 1)
     });
+}
+
+/// A fresh database on a throwaway MariaDB server (returned for kill/restart).
+fn throwaway_maria() -> Option<(geosip_store::testutil::ThrowawayMariadb, String)> {
+    let s = geosip_store::testutil::ThrowawayMariadb::start()?;
+    let url = s.url();
+    Some((s, url))
+}
+
+#[test]
+fn a_mariadb_location_database_killed_mid_stream_loses_no_save_and_comes_back_write_only() {
+    let _s = serial();
+    let mut g = Guards::default();
+    let (Some((mut a, ua)), Some((_b, ub)), Some(p), Some(cl)) = (
+        throwaway_maria(),
+        throwaway_maria(),
+        maria(2, &mut g),
+        pg(1, &mut g),
+    ) else {
+        return;
+    };
+    // Group 1 on two throwaway MariaDB servers, group 2 on the shared MariaDB, the cluster
+    // table on the shared PostgreSQL.
+    let mut cfg = config(
+        vec![group(1, &[ua.clone(), ub.clone()]), group(2, &p)],
+        WritePolicy::One,
+    );
+    cfg.cluster_db_url = Some(cl[0].clone());
+    let rt = rt();
+    let (loc, b) = node(&rt, &cfg);
+    let n = 120;
+    for i in 0..n {
+        if i == 40 {
+            a.kill();
+        }
+        save(&loc, i).unwrap_or_else(|e| panic!("save {i} under policy one: {e}"));
+    }
+    for i in 0..n {
+        assert!(found(&loc, i), "user {i}");
+    }
+    let survivors = aors_in(&rt, &ub);
+    for i in (0..n).filter(|&i| b.group_of(&aor(i)) == Some(1)) {
+        assert!(survivors.contains(&aor(i)), "user {i} lost");
+    }
+    eventually("turned off in the cluster table", 10, || {
+        table_row(&rt, &cl[0], 1, 1).is_some_and(|r| r.0 == 0 && r.2 >= 3)
+    });
+    assert_eq!(state(&b, 1, 1), Some(DbState::Off));
+    a.restart();
+    eventually("back write-only", 15, || {
+        state(&b, 1, 1) == Some(DbState::WriteOnly)
+    });
+    assert_eq!(table_row(&rt, &cl[0], 1, 1).unwrap().0, 1, "status on again");
 }
