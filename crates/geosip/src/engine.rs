@@ -133,7 +133,11 @@ impl Engine {
         let Some(msg) = self.tm.on_reply(msg, info) else {
             return;
         };
-        // No transaction: a stateless forward of ours (or a late 2xx retransmission).
+        // No transaction: a stateless forward of ours (or a late 2xx retransmission). The
+        // script's global reply_route sees it first and may drop it.
+        if !self.script.run_stateless_reply(&msg, info) {
+            return;
+        }
         if !self.core.forward_reply_stateless(&msg) {
             stats.dropped_replies.inc();
         }

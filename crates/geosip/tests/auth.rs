@@ -436,14 +436,15 @@ fn a_burst_of_20000_registers_from_one_address_is_blocked_and_other_addresses_ar
         flood.recv(&mut b).is_err(),
         "the flooding source is still answered"
     );
-    // Another address is not blocked: it is answered, at worst 503 + Retry-After while the
-    // burst still counts as overload, and 200 once it has passed.
+    // Another address is not blocked: it is answered 200 (here at once; 503 + Retry-After is
+    // tolerated for a moment only because the tests of this file share two cores, and a
+    // late backlog is the overload control's to shed).
     let other = UdpSocket::bind("127.0.0.2:0").unwrap();
     let oa = other.local_addr().unwrap();
     other
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
     loop {
         let r = request("OPTIONS", &format!("sip:{}", s.udp), oa, "UDP", "", "");
         other.send_to(r.as_bytes(), s.udp).unwrap();

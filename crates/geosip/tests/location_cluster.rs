@@ -498,7 +498,11 @@ fn going_from_two_groups_to_three_online_moves_about_a_third_and_keeps_every_use
     );
     // Finishing moves what is left; everyone is still reachable, from the new placement.
     let fin = s.rpc("location.rebalance", &["finish"]).unwrap();
-    assert_eq!(fin["done"]["moved_bindings"].as_u64(), Some(remaining), "{fin}");
+    assert_eq!(
+        fin["done"]["moved_bindings"].as_u64(),
+        Some(remaining),
+        "{fin}"
+    );
     assert_eq!(fin["remaining"], 0, "{fin}");
     let miss = missing_users(&s, &users);
     assert!(miss.is_empty(), "{} users lost by the move", miss.len());

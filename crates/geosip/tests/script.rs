@@ -154,3 +154,155 @@ fn the_reference_configuration_file_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A script using every route type: a branch route marks each branch, a per-transaction
+/// reply route drops the 180, the global reply route counts replies in an htable that OPTIONS
+/// reports back in its reason phrase, and sees (and here drops a 299 of) the replies to a
+/// stateless `KSR.forward` too.
+const ROUTES: &str = r#"
+function request_route()
+    if KSR.is_OPTIONS() then
+        local r = KSR.htable.sht_get("t", "replies") or 0
+        local b = KSR.htable.sht_get("t", "branches") or 0
+        KSR.sl.send_reply(200, "replies " .. r .. " branches " .. b)
+        return
+    end
+    if KSR.is_ACK() then
+        KSR.tm.t_relay()
+        return
+    end
+    if KSR.is_MESSAGE() then
+        KSR.forward()
+        return
+    end
+    KSR.tm.t_on_branch("each_branch")
+    KSR.tm.t_on_reply("on_reply")
+    KSR.tm.t_relay()
+end
+
+function each_branch()
+    KSR.htable.sht_inc("t", "branches")
+    KSR.hdr.append("X-Branch-Route: ran\r\n")
+end
+
+function on_reply()
+    if tonumber(KSR.pv.get("$rs")) == 180 then
+        KSR.x.drop()
+    end
+end
+
+function reply_route()
+    KSR.htable.sht_inc("t", "replies")
+    if tonumber(KSR.pv.get("$rs")) == 299 then
+        KSR.x.drop()
+    end
+end
+"#;
+
+#[test]
+fn branch_route_reply_route_and_the_global_reply_route_run_from_lua() {
+    let dir = temp_dir("routes");
+    let file = dir.join("route.lua");
+    std::fs::write(&file, ROUTES).unwrap();
+    let set = format!("script.file=\"{}\"", file.display());
+    let s = Server::start(&["--set", &set]);
+    let caller = Ua::new();
+    let callee = Ua::new();
+    let inv = request(
+        "INVITE",
+        &format!("sip:bob@{}", callee.addr),
+        caller.addr,
+        "UDP",
+        "",
+        "",
+    );
+    caller.send(s.udp, inv.as_bytes());
+    let fwd = callee.expect("the INVITE");
+    assert_eq!(fwd.method_bytes(), Some(&b"INVITE"[..]));
+    assert_eq!(
+        fwd.header_by_name(b"X-Branch-Route"),
+        Some(&b"ran"[..]),
+        "the branch route edited the branch: {}",
+        text(&fwd)
+    );
+    let via = fwd.top_via().unwrap();
+    let back: std::net::SocketAddr = format!(
+        "{}:{}",
+        String::from_utf8_lossy(via.host().raw()),
+        via.port().unwrap()
+    )
+    .parse()
+    .unwrap();
+    callee.send(
+        back,
+        response_to(&fwd, 180, "Ringing", Some("b1"), "").as_bytes(),
+    );
+    callee.send(
+        back,
+        response_to(&fwd, 200, "OK", Some("b1"), "").as_bytes(),
+    );
+    // 100 Trying from the proxy, then the 200: the 180 was dropped by the reply route.
+    let mut seen = Vec::new();
+    while let Some(m) = caller.recv(Duration::from_secs(2)) {
+        seen.push(m.status().unwrap_or(0));
+        if m.status() == Some(200) {
+            break;
+        }
+    }
+    assert!(seen.contains(&200), "{seen:?}");
+    assert!(!seen.contains(&180), "t_on_reply dropped the 180: {seen:?}");
+    let req = request(
+        "OPTIONS",
+        &format!("sip:{}", s.udp),
+        caller.addr,
+        "UDP",
+        "",
+        "",
+    );
+    caller.send(s.udp, req.as_bytes());
+    let r = caller.expect_status(200);
+    let line = String::from_utf8_lossy(r.reason_bytes().unwrap_or(b"")).into_owned();
+    assert_eq!(
+        line, "replies 2 branches 1",
+        "global reply route saw 180 and 200"
+    );
+
+    // Stateless: the replies match no transaction and still go through reply_route.
+    let msg = request(
+        "MESSAGE",
+        &format!("sip:bob@{}", callee.addr),
+        caller.addr,
+        "UDP",
+        "",
+        "",
+    );
+    caller.send(s.udp, msg.as_bytes());
+    let fwd = loop {
+        let m = callee.expect("the MESSAGE");
+        if m.method_bytes() == Some(&b"MESSAGE"[..]) {
+            break m;
+        }
+    };
+    let via = fwd.top_via().unwrap();
+    let back: std::net::SocketAddr = format!(
+        "{}:{}",
+        String::from_utf8_lossy(via.host().raw()),
+        via.port().unwrap()
+    )
+    .parse()
+    .unwrap();
+    callee.send(
+        back,
+        response_to(&fwd, 299, "Odd", Some("m1"), "").as_bytes(),
+    );
+    callee.send(
+        back,
+        response_to(&fwd, 200, "OK", Some("m1"), "").as_bytes(),
+    );
+    let r = caller.expect("the MESSAGE reply");
+    assert_eq!(r.status(), Some(200), "the 299 was dropped by reply_route");
+    caller.send(s.udp, req.as_bytes());
+    let r = caller.expect_status(200);
+    let line = String::from_utf8_lossy(r.reason_bytes().unwrap_or(b"")).into_owned();
+    assert_eq!(line, "replies 4 branches 1");
+}

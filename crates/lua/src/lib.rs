@@ -418,10 +418,27 @@ impl RouteHooks for ScriptEngine {
     }
 
     fn reply_route(&self, name: &str, reply: &ReplyCtx<'_>) -> bool {
+        self.run_reply(name, reply.msg, reply.rx)
+    }
+}
+
+impl ScriptEngine {
+    /// The global `reply_route()` for a reply that matched no transaction (the answer to a
+    /// stateless `KSR.forward`, or a late 2xx retransmission), as Kamailio runs
+    /// `onreply_route` for every reply. False: the script dropped it. True when the script
+    /// has no reply route.
+    pub fn run_stateless_reply(&self, msg: &SipMessage, rx: RxInfo) -> bool {
+        if !self.has_reply_route() {
+            return true;
+        }
+        self.run_reply("", msg, rx)
+    }
+
+    fn run_reply(&self, name: &str, msg: &SipMessage, rx: RxInfo) -> bool {
         let prev = REPLY.with(|r| {
             r.replace(Some(ReplyView {
-                msg: reply.msg.clone(),
-                rx: reply.rx,
+                msg: msg.clone(),
+                rx,
             }))
         });
         DROPPED.with(|d| d.set(false));

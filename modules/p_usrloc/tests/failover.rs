@@ -380,5 +380,9 @@ fn a_mariadb_location_database_killed_mid_stream_loses_no_save_and_comes_back_wr
     eventually("back write-only", 15, || {
         state(&b, 1, 1) == Some(DbState::WriteOnly)
     });
-    assert_eq!(table_row(&rt, &cl[0], 1, 1).unwrap().0, 1, "status on again");
+    assert_eq!(
+        table_row(&rt, &cl[0], 1, 1).unwrap().0,
+        1,
+        "status on again"
+    );
 }
