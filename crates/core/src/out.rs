@@ -132,13 +132,16 @@ pub fn uri_destination(uri_raw: &[u8], resolver: &Resolver) -> Result<Destinatio
 }
 
 /// Where to send a response to a request received as `rx` with top Via `via`
-/// (RFC 3261 §18.2.2): back on the connection for streams; otherwise to the source IP
-/// (`received`), at the source port when rport applies (RFC 3581) or the sent-by port.
+/// (RFC 3261 §18.2.2): back on the connection for streams, and when that connection has
+/// closed, to the source IP (`received`) at the sent-by port (a new connection: the source
+/// port of the old one was ephemeral); otherwise to the source IP, at the source port when
+/// rport applies (RFC 3581) or the sent-by port. `maddr` (multicast) is not used.
 pub fn reply_destination(rx: &RxInfo, via: &Via<'_>, stamp: &ViaStamp) -> Destination {
     if rx.proto.is_reliable() {
+        let default = if rx.proto == Proto::Tls { 5061 } else { 5060 };
         return Destination {
             proto: rx.proto,
-            addr: rx.src,
+            addr: SocketAddr::new(rx.src.ip(), via.port().unwrap_or(default)),
             conn: rx.conn,
             socket: Some(rx.socket),
         };
@@ -230,6 +233,24 @@ mod tests {
             reply_destination(&rx, &via, &asked).addr,
             "192.0.2.9:40000".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn a_tcp_reply_goes_on_the_connection_else_to_the_source_ip_at_the_sent_by_port() {
+        let rx = RxInfo {
+            src: "192.0.2.9:40000".parse().unwrap(),
+            proto: Proto::Tcp,
+            socket: SocketId(0),
+            local: "127.0.0.1:5060".parse().unwrap(),
+            conn: Some(sip_transport::ConnId(7)),
+        };
+        let via = Via::parse(b"SIP/2.0/TCP 10.0.0.1:5062;rport;branch=z9hG4bK1").unwrap();
+        let d = reply_destination(&rx, &via, &ViaStamp::compute(&via, rx.src, true));
+        assert_eq!(d.conn, Some(sip_transport::ConnId(7)));
+        assert_eq!(d.addr, "192.0.2.9:5062".parse().unwrap());
+        let via = Via::parse(b"SIP/2.0/TCP 10.0.0.1;branch=z9hG4bK1").unwrap();
+        let d = reply_destination(&rx, &via, &ViaStamp::compute(&via, rx.src, true));
+        assert_eq!(d.addr, "192.0.2.9:5060".parse().unwrap());
     }
 
     #[test]

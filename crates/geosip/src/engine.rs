@@ -95,6 +95,16 @@ impl Engine {
             stats.dropped_requests.inc();
             return;
         };
+        if let Some(conn) = info.conn
+            && self.core.transports.accepts_aliases()
+            && via.params().contains(b"alias")
+            && let Some(alias) = sent_by_addr(&via)
+            && alias.ip() == info.src.ip()
+        {
+            // RFC 5923 §5: requests to the sent-by reuse this connection. Only a port of the
+            // connection's own IP is taken: a peer cannot capture another host's traffic.
+            self.core.transports.add_alias(conn, alias);
+        }
         let stamp = ViaStamp::compute(&via, info.src, self.core.cfg.force_rport);
         let mut ctx = MsgCtx::new(msg, info, now, stamp);
         if self.tm.pre_request(&mut ctx) == Pre::Handled {
@@ -205,6 +215,10 @@ impl Handler for Engine {
         o.report_lag(worker, queued, now);
     }
 
+    fn on_send_failed(&self, dst: Destination) {
+        self.tm.on_send_failed(&dst);
+    }
+
     fn on_rejected(&self, src: std::net::SocketAddr, proto: Proto, reason: &'static str) {
         self.core.stats.parse_error(reason);
         self.log_bad(
@@ -217,4 +231,13 @@ impl Handler for Engine {
             reason,
         );
     }
+}
+
+/// The Via sent-by as a socket address, when it is an IP literal (port 5060 when absent).
+fn sent_by_addr(via: &sip_msg::Via<'_>) -> Option<std::net::SocketAddr> {
+    let ip: std::net::IpAddr = std::str::from_utf8(via.host().unbracketed())
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(std::net::SocketAddr::new(ip, via.port().unwrap_or(5060)))
 }

@@ -488,5 +488,19 @@ fn register_transport_metrics(core: &Arc<Core>) {
             kind: Kind::Counter,
         });
         out.sample(&[], s.tcp.framing_errors.load(Relaxed) as f64);
+        for (name, help, v) in [
+            ("geosip_tcp_connected_total", "Outgoing TCP connections established.", &s.tcp.connected),
+            ("geosip_tcp_connect_failed_total", "Outgoing TCP connection attempts that failed.", &s.tcp.connect_failed),
+            ("geosip_tcp_refused_full_total", "TCP connections refused at tcp_max_connections.", &s.tcp.refused_full),
+            ("geosip_tcp_queue_full_total", "TCP sends refused: the connection's queue was full (tcp_send_queue / tcp_send_queue_bytes).", &s.tcp.queue_full),
+            ("geosip_tcp_send_timeouts_total", "TCP connections closed by tcp_send_timeout_ms.", &s.tcp.send_timeouts),
+        ] {
+            out.family(Family {
+                name,
+                help,
+                kind: Kind::Counter,
+            });
+            out.sample(&[], v.load(Relaxed) as f64);
+        }
     });
 }

@@ -235,6 +235,35 @@ fn metrics_expose_message_counters_by_method_and_build_info() {
         Some(3.0)
     );
     assert!(m.contains("geosip_build_info{version="));
+    // Bytes per transport: three OPTIONS in and three 200s out over UDP, one over TCP.
+    let rx_udp = s
+        .metric("geosip_net_rx_bytes_total{proto=\"udp\"}")
+        .unwrap();
+    assert!(rx_udp >= 3.0 * 200.0, "{rx_udp}");
+    let tcp = s.tcp.unwrap();
+    let mut t = TcpUa::connect(tcp);
+    let req = request(
+        "OPTIONS",
+        &format!("sip:{tcp};transport=tcp"),
+        t.addr,
+        "TCP",
+        "",
+        "",
+    );
+    t.send(req.as_bytes());
+    t.expect_status(200);
+    assert!(s.wait_metric("geosip_tcp_connections", 1.0).is_some());
+    let rx_tcp = s
+        .metric("geosip_net_rx_bytes_total{proto=\"tcp\"}")
+        .unwrap();
+    assert_eq!(rx_tcp, req.len() as f64);
+    assert!(
+        s.metric("geosip_net_tx_bytes_total{proto=\"tcp\"}")
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(s.metric("geosip_tcp_accepted_total"), Some(1.0));
+    assert_eq!(s.metric("geosip_tcp_queue_full_total"), Some(0.0));
 }
 
 #[test]
@@ -460,4 +489,82 @@ fn the_server_listens_and_answers_over_ipv6() {
         "{}",
         String::from_utf8_lossy(&b[..n])
     );
+}
+
+/// Relays every MESSAGE statefully to its Request-URI; answers OPTIONS.
+const RELAY_MESSAGES: &str = r#"
+function request_route()
+    if KSR.is_OPTIONS() then
+        KSR.sl.send_reply(200, "OK")
+        return
+    end
+    if KSR.tm.t_relay() < 0 then
+        KSR.sl.sl_reply_error()
+    end
+end
+"#;
+
+fn alias_scenario(accept_aliases: bool) -> (Option<sip_msg::SipMessage>, u16) {
+    let dir = temp_dir("alias");
+    let file = dir.join("route.lua");
+    std::fs::write(&file, RELAY_MESSAGES).unwrap();
+    let script = format!("script.file=\"{}\"", file.display());
+    let aliases = format!("transport.tcp_accept_aliases={accept_aliases}");
+    let s = Server::start(&["--set", &script, "--set", &aliases]);
+    let tcp = s.tcp.unwrap();
+    // The peer's "listening" port: nothing listens there, so only connection reuse reaches it.
+    let listen_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut peer = TcpUa::connect(tcp);
+    let opts = format!(
+        "OPTIONS sip:{tcp} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{listen_port};branch=z9hG4bK{};alias\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:peer@127.0.0.1>;tag=a1\r\nTo: <sip:{tcp}>\r\nCall-ID: alias-{}\r\n\
+         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        uniq(),
+        uniq()
+    );
+    peer.send(opts.as_bytes());
+    peer.expect_status(200);
+    let caller = Ua::new();
+    let msg = request(
+        "MESSAGE",
+        &format!("sip:peer@127.0.0.1:{listen_port};transport=tcp"),
+        caller.addr,
+        "UDP",
+        "",
+        "",
+    );
+    caller.send(s.udp, msg.as_bytes());
+    let got = peer.recv(Duration::from_secs(3));
+    if let Some(m) = &got {
+        peer.send(response_to(m, 200, "OK", Some("p1"), "").as_bytes());
+    }
+    let status = caller
+        .recv(Duration::from_secs(8))
+        .and_then(|r| r.status())
+        .unwrap_or(0);
+    (got, status)
+}
+
+#[test]
+fn with_tcp_accept_aliases_a_peer_that_sent_via_alias_gets_requests_for_its_sent_by_on_the_same_connection()
+ {
+    let (got, status) = alias_scenario(true);
+    let m = got.expect("the MESSAGE came over the peer's own connection (RFC 5923)");
+    assert_eq!(m.method_bytes(), Some(&b"MESSAGE"[..]));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn without_tcp_accept_aliases_the_alias_is_ignored_and_the_refused_connection_fails_the_call_at_once()
+ {
+    let (got, status) = alias_scenario(false);
+    assert!(got.is_none(), "no reuse without tcp_accept_aliases");
+    // The connection to the sent-by port is refused: a transport error, which counts as a
+    // 503 from the branch (RFC 3261 §8.1.3.1) at once, not after the 32 s transaction
+    // timeout; a proxy answers that upstream as 500 (§16.7 step 6).
+    assert_eq!(status, 500);
 }

@@ -251,6 +251,16 @@ pub struct TransportConfig {
     pub tcp_connect_timeout_ms: u64,
     /// Messages queued per TCP connection before sends fail (per-connection buffer limit).
     pub tcp_send_queue: usize,
+    /// Bytes queued per TCP connection before sends fail (per-connection buffer limit; a
+    /// peer that stops reading costs at most this much memory).
+    pub tcp_send_queue_bytes: usize,
+    /// A write to a TCP peer that does not complete within this many milliseconds closes the
+    /// connection (Kamailio's `tcp_send_timeout`).
+    pub tcp_send_timeout_ms: u64,
+    /// Honour the RFC 5923 `alias` Via parameter on TCP: the Via sent-by (an IP literal)
+    /// becomes another address of the connection, and requests to it reuse the connection
+    /// (Kamailio's `tcp_accept_aliases`; off by default, as RFC 5923 is meant for TLS).
+    pub tcp_accept_aliases: bool,
     /// Largest header section accepted on a stream (bytes) before 413/close.
     pub tcp_max_header_bytes: usize,
     /// Largest body accepted on a stream (bytes) before 413/close.
@@ -268,6 +278,9 @@ impl Default for TransportConfig {
             tcp_idle_timeout_s: 600,
             tcp_connect_timeout_ms: 3_000,
             tcp_send_queue: 1_024,
+            tcp_send_queue_bytes: 4 << 20,
+            tcp_send_timeout_ms: 10_000,
+            tcp_accept_aliases: false,
             tcp_max_header_bytes: 64 << 10,
             tcp_max_body_bytes: 1 << 20,
         }
@@ -470,6 +483,16 @@ impl Transports {
     /// parameter), so requests to it reuse the connection.
     pub fn add_alias(&self, conn: ConnId, alias: SocketAddr) {
         self.inner.tcp.add_alias(conn, alias);
+    }
+
+    /// Whether `tcp_accept_aliases` is on.
+    pub fn accepts_aliases(&self) -> bool {
+        self.inner.cfg.tcp_accept_aliases
+    }
+
+    /// The open connection that `addr` (a remote address or an alias) maps to.
+    pub fn conn_for(&self, addr: &SocketAddr) -> Option<ConnId> {
+        self.inner.tcp.conn_for(addr)
     }
 
     /// Whether a connection is still open.

@@ -43,10 +43,47 @@ pub struct TcpStats {
     pub rx_messages: AtomicU64,
     /// Connections closed because of a framing error (oversized, no Content-Length...).
     pub framing_errors: AtomicU64,
+    /// Sends refused because the connection's queue was full (messages or bytes).
+    pub queue_full: AtomicU64,
+    /// Connections closed because a write did not complete within `tcp_send_timeout_ms`.
+    pub send_timeouts: AtomicU64,
+}
+
+/// The sending half of a connection: its queue and the bytes waiting in it.
+#[derive(Clone)]
+struct ConnTx {
+    tx: mpsc::Sender<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl ConnTx {
+    fn new(messages: usize) -> (ConnTx, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(messages.max(1));
+        (
+            ConnTx {
+                tx,
+                queued: Arc::new(AtomicUsize::new(0)),
+            },
+            rx,
+        )
+    }
+
+    /// Queues `data` unless the queue holds `max_bytes` already or is full.
+    fn try_send(&self, data: Bytes, max_bytes: usize) -> Result<(), SendError> {
+        let n = data.len();
+        if self.queued.fetch_add(n, Ordering::Relaxed) + n > max_bytes.max(n) {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            return Err(SendError::QueueFull);
+        }
+        self.tx.try_send(data).map_err(|_| {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            SendError::QueueFull
+        })
+    }
 }
 
 struct ConnEntry {
-    tx: mpsc::Sender<Bytes>,
+    tx: ConnTx,
     addrs: Vec<SocketAddr>,
 }
 
@@ -116,7 +153,12 @@ impl TcpTable {
         self.handler.lock().take();
     }
 
-    fn register(&self, remote: SocketAddr, tx: mpsc::Sender<Bytes>) -> u64 {
+    pub(crate) fn conn_for(&self, addr: &SocketAddr) -> Option<ConnId> {
+        let id = *self.by_addr.read().get(addr)?;
+        self.conns.read().contains_key(&id).then_some(ConnId(id))
+    }
+
+    fn register(&self, remote: SocketAddr, tx: ConnTx) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.conns.write().insert(
             id,
@@ -142,7 +184,7 @@ impl TcpTable {
         }
     }
 
-    fn sender_for(&self, dst: &Destination) -> Option<mpsc::Sender<Bytes>> {
+    fn sender_for(&self, dst: &Destination) -> Option<ConnTx> {
         let conns = self.conns.read();
         if let Some(c) = dst.conn
             && let Some(e) = conns.get(&c.0)
@@ -197,7 +239,7 @@ pub(crate) fn start(inner: &Arc<Inner>, handler: Arc<dyn Handler>) -> io::Result
                         }
                         inner2.stats.tcp.accepted.fetch_add(1, Ordering::Relaxed);
                         let _ = stream.set_nodelay(true);
-                        let (tx, rx) = mpsc::channel(inner2.cfg.tcp_send_queue.max(1));
+                        let (tx, rx) = ConnTx::new(inner2.cfg.tcp_send_queue);
                         let cid = inner2.tcp.register(remote, tx.clone());
                         tokio::spawn(run_conn(
                             Arc::clone(&inner2),
@@ -225,15 +267,18 @@ pub(crate) fn start(inner: &Arc<Inner>, handler: Arc<dyn Handler>) -> io::Result
 
 /// Queues `data` on the destination's connection, opening one when there is none.
 pub(crate) fn send(inner: &Arc<Inner>, dst: &Destination, data: Bytes) -> Result<(), SendError> {
+    let max_bytes = inner.cfg.tcp_send_queue_bytes;
     if let Some(tx) = inner.tcp.sender_for(dst) {
-        return tx.try_send(data).map_err(|_| SendError::QueueFull);
+        return tx.try_send(data, max_bytes).inspect_err(|_| {
+            inner.stats.tcp.queue_full.fetch_add(1, Ordering::Relaxed);
+        });
     }
     if inner.tcp.len() >= inner.cfg.tcp_max_connections {
         inner.stats.tcp.refused_full.fetch_add(1, Ordering::Relaxed);
         return Err(SendError::TooManyConnections);
     }
-    let (tx, rx) = mpsc::channel(inner.cfg.tcp_send_queue.max(1));
-    tx.try_send(data).map_err(|_| SendError::QueueFull)?;
+    let (tx, rx) = ConnTx::new(inner.cfg.tcp_send_queue);
+    tx.try_send(data, max_bytes)?;
     let cid = inner.tcp.register(dst.addr, tx.clone());
     let inner2 = Arc::clone(inner);
     let dst = *dst;
@@ -295,24 +340,43 @@ async fn run_conn(
     socket: SocketId,
     local: SocketAddr,
     remote: SocketAddr,
-    tx: mpsc::Sender<Bytes>,
+    tx: ConnTx,
     mut rx: mpsc::Receiver<Bytes>,
     h: Arc<dyn Handler>,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let inner_w = Arc::clone(&inner);
+    let queued = Arc::clone(&tx.queued);
+    // The writer tells the reader when it gives up (error or a peer that stopped reading),
+    // so that the connection is closed rather than left half-dead.
+    let writer_gone = Arc::new(tokio::sync::Notify::new());
+    let gone = Arc::clone(&writer_gone);
+    let send_timeout = Duration::from_millis(inner.cfg.tcp_send_timeout_ms.max(1));
     let writer = tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
-            if wr.write_all(&b).await.is_err() {
-                break;
+            let n = b.len();
+            let r = tokio::time::timeout(send_timeout, wr.write_all(&b)).await;
+            queued.fetch_sub(n, Ordering::Relaxed);
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    inner_w
+                        .stats
+                        .tcp
+                        .send_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
             }
             inner_w
                 .stats
                 .tcp
                 .tx_bytes
-                .fetch_add(b.len() as u64, Ordering::Relaxed);
+                .fetch_add(n as u64, Ordering::Relaxed);
         }
-        let _ = wr.shutdown().await;
+        gone.notify_one();
+        let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
     });
     let idle = Duration::from_secs(inner.cfg.tcp_idle_timeout_s.max(1));
     let mut framer = StreamFramer::with_limits(FramerLimits {
@@ -330,6 +394,7 @@ async fn run_conn(
                 // Idle: nothing read for the idle timeout.
                 Err(_) => break,
             },
+            _ = writer_gone.notified() => break,
             _ = stop.changed() => break,
         };
         inner
@@ -361,7 +426,7 @@ async fn run_conn(
                 }
                 Ok(Some(Frame::Ping)) => {
                     // RFC 5626 §4.4.1: answer a CRLFCRLF ping with a CRLF pong.
-                    let _ = tx.try_send(Bytes::from_static(b"\r\n"));
+                    let _ = tx.try_send(Bytes::from_static(b"\r\n"), usize::MAX);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -380,7 +445,7 @@ async fn run_conn(
                         let mut out = Vec::with_capacity(512);
                         let reason = sip_msg::reason_phrase(e.status());
                         req.write_error_response_raw(e.status(), reason.as_bytes(), None, &mut out);
-                        let _ = tx.try_send(Bytes::from(out));
+                        let _ = tx.try_send(Bytes::from(out), usize::MAX);
                     }
                     if e.close() {
                         break 'conn;

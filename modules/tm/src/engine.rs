@@ -285,6 +285,16 @@ impl Tm {
             now,
             &self.timers,
         );
+        // A stream with no connection yet: the connect happens after this returns, and its
+        // failure comes back through `on_send_failed`.
+        // Noted before the send: a refused connect on loopback can report back before
+        // `send` returns.
+        if dst.proto.is_reliable()
+            && dst.conn.is_none()
+            && self.core.transports.conn_for(&dst.addr).is_none()
+        {
+            self.note_connecting(dst.addr, t.id, t.salt, index);
+        }
         if let Some(first) = client.poll_transmit()
             && self.core.send(&dst, &first).is_err()
         {

@@ -55,6 +55,8 @@ mod table;
 mod txn;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -65,7 +67,9 @@ use geosip_core::ctx::{MsgCtx, RxInfo};
 use geosip_core::routes::{FailureInfo, NoRoutes, RouteHooks};
 use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
 use sip_msg::{Method, SipMessage};
+use sip_transport::Destination;
 use sip_txn::{RequestDisposition, TimerConfig, TxnKind};
+use smallvec::SmallVec;
 
 pub use best::{Candidate, aggregates_challenges, best, upstream_status};
 pub use branch::{BRANCH_LEN, BranchId};
@@ -147,7 +151,18 @@ pub struct Tm {
     live_total: AtomicUsize,
     counters: Arc<TmCounters>,
     stop: AtomicBool,
+    /// Branches whose first send opened a stream connection, by remote address: when the
+    /// connection attempt fails later (asynchronously), those branches get their transport
+    /// error (503, RFC 3261 §8.1.3.1) at once instead of waiting for their timer. Bounded.
+    connecting: parking_lot::Mutex<HashMap<SocketAddr, SmallVec<[(u64, u32, u8); 4]>>>,
+    /// Failed sends reported by the transport (on its own threads), handled by the timer
+    /// thread: failure routes must not run on the I/O runtime. Bounded.
+    failed_sends: parking_lot::Mutex<Vec<Destination>>,
 }
+
+/// Most addresses tracked in [`Tm::connecting`] (past this it is cleared: a branch that is
+/// forgotten still ends by its timer).
+const MAX_CONNECTING: usize = 4096;
 
 impl Tm {
     /// Creates the transaction layer on `core`, registers the `tm` metrics collector and the
@@ -170,6 +185,8 @@ impl Tm {
             live_total: AtomicUsize::new(0),
             counters,
             stop: AtomicBool::new(false),
+            connecting: parking_lot::Mutex::new(HashMap::new()),
+            failed_sends: parking_lot::Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&tm);
         tm.core.rpc.register(
@@ -413,6 +430,62 @@ impl Tm {
         self.reply_received(msg, rx, Instant::now())
     }
 
+    /// The transport could not deliver to `dst` (an outgoing connection failed): every
+    /// branch waiting on that connection fails with a transport error, which counts as a 503
+    /// from that branch (RFC 3261 §8.1.3.1, §16.7). Called from transport threads: the work
+    /// is done by the next timer tick.
+    pub fn on_send_failed(&self, dst: &Destination) {
+        if !self.connecting.lock().contains_key(&dst.addr) {
+            return;
+        }
+        let mut q = self.failed_sends.lock();
+        if q.len() < 1024 {
+            q.push(*dst);
+        }
+    }
+
+    fn handle_failed_sends(&self, now: Instant) {
+        let failed = std::mem::take(&mut *self.failed_sends.lock());
+        for dst in failed {
+            self.fail_connecting(&dst, now);
+        }
+    }
+
+    fn fail_connecting(&self, dst: &Destination, now: Instant) {
+        let Some(waiting) = self.connecting.lock().remove(&dst.addr) else {
+            return;
+        };
+        for (id, salt, index) in waiting {
+            let Some(r) = self.lookup_id(id) else {
+                continue;
+            };
+            let mut g = r.lock_arc();
+            let i = usize::from(index);
+            if g.freed || g.salt != salt || i >= g.branches.len() {
+                continue;
+            }
+            if g.branches[i].dst.addr != dst.addr || g.branches[i].dst.proto != dst.proto {
+                continue;
+            }
+            g.branches[i].client.handle_transport_error(now);
+            self.counters.transport_errors.inc();
+            self.settle(g, now, false);
+        }
+    }
+
+    /// Remembers that branch `index` of transaction (`id`, `salt`) waits on a connection
+    /// being opened to `addr`.
+    pub(crate) fn note_connecting(&self, addr: SocketAddr, id: u64, salt: u32, index: u8) {
+        let mut m = self.connecting.lock();
+        if m.len() >= MAX_CONNECTING && !m.contains_key(&addr) {
+            m.clear();
+        }
+        let v = m.entry(addr).or_default();
+        if v.len() < 64 {
+            v.push((id, salt, index));
+        }
+    }
+
     /// Fires every timer due at `now` (retransmissions, `fr_timer`, `fr_inv_timer`, RFC 3261
     /// A-M, `wt_timer`), running failure routes for branches that timed out. Call it every
     /// ~10 ms ([`spawn_timer`](Self::spawn_timer) does).
@@ -421,6 +494,7 @@ impl Tm {
             return;
         }
         let _held = Held::enter();
+        self.handle_failed_sends(now);
         self.run_timers(now);
     }
 
