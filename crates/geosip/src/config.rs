@@ -77,6 +77,79 @@ pub struct Loaded {
     pub config: Config,
     /// The file, if any (`None` = embedded default).
     pub file: Option<PathBuf>,
+    /// The file's text, to point at the line of a key in later (semantic) errors.
+    pub text: String,
+    /// The `--set` overrides, as given.
+    pub sets: Vec<String>,
+    /// Keys set by other command-line options (`core.listen` by `--listen`...), with the
+    /// option as typed.
+    pub cli: Vec<(String, String)>,
+}
+
+impl Loaded {
+    /// Where `section.key` (e.g. `core.listen`, `location.expire_window_s`) was set:
+    /// `--set section.key=…`, `FILE:LINE`, `FILE: [section]` when only the section is in
+    /// the file, or the file name / `<embedded default>` when the default applies.
+    pub fn origin(&self, dotted: &str) -> String {
+        if let Some((_, opt)) = self.cli.iter().rev().find(|(k, _)| k == dotted) {
+            return opt.clone();
+        }
+        if let Some(s) = self
+            .sets
+            .iter()
+            .rev()
+            .find(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == dotted))
+        {
+            return format!("--set {s}");
+        }
+        let name = match &self.file {
+            Some(f) => f.display().to_string(),
+            None => return "<embedded default>".into(),
+        };
+        let (section, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
+        let mut current = String::new();
+        let mut section_line = None;
+        for (i, line) in self.text.lines().enumerate() {
+            let t = line.trim();
+            if let Some(h) = t.strip_prefix('[') {
+                current = h
+                    .trim_start_matches('[')
+                    .split(']')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                if current == section && section_line.is_none() {
+                    section_line = Some(i + 1);
+                }
+                continue;
+            }
+            if current == section
+                && !key.is_empty()
+                && let Some(rest) = t.strip_prefix(key)
+                && rest.trim_start().starts_with('=')
+            {
+                return format!("{name}:{}", i + 1);
+            }
+        }
+        match section_line {
+            Some(l) => format!("{name}:{l}: [{section}]"),
+            None => name,
+        }
+    }
+
+    /// [`origin`](Self::origin) of the first `section.key` named in `msg` (validation
+    /// messages name the key they refuse), else of the section itself.
+    pub fn origin_in(&self, section: &str, msg: &str) -> String {
+        let prefix = format!("{section}.");
+        let key = msg
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .find(|w| w.starts_with(&prefix) && w.len() > prefix.len());
+        match key {
+            Some(k) => self.origin(k.trim_end_matches('.')),
+            None => self.origin(&format!("{section}.")),
+        }
+    }
 }
 
 /// Loads `file` (or the embedded default when `None`) and applies `sets` (`section.key=value`).
@@ -105,6 +178,9 @@ pub fn load(file: Option<&Path>, sets: &[String]) -> Result<Loaded, ConfigError>
     Ok(Loaded {
         config,
         file: file.map(Path::to_path_buf),
+        text,
+        sets: sets.to_vec(),
+        cli: Vec::new(),
     })
 }
 
@@ -169,6 +245,39 @@ mod tests {
         std::fs::write(&p, text).map_err(|e| e.to_string())?;
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         load(Some(&p), &sets).map(|l| l.config).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn origin_names_the_line_of_a_key_the_set_that_overrode_it_or_the_default() {
+        let dir = std::env::temp_dir().join(format!("geosip-origin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("g.toml");
+        std::fs::write(
+            &f,
+            "[core]\nlisten = [\"udp:1.2.3.4:5060\"]\n\n[registrar]\nmin_expires = 60\n",
+        )
+        .unwrap();
+        let l = load(Some(&f), &["admin.listen=x".into()]).unwrap();
+        let name = f.display().to_string();
+        assert_eq!(l.origin("core.listen"), format!("{name}:2"));
+        assert_eq!(l.origin("registrar.min_expires"), format!("{name}:5"));
+        assert_eq!(
+            l.origin("registrar.max_expires"),
+            format!("{name}:4: [registrar]")
+        );
+        assert_eq!(l.origin("admin.listen"), "--set admin.listen=x");
+        assert_eq!(l.origin("log.level"), name);
+        assert_eq!(
+            l.origin_in(
+                "registrar",
+                "registrar.min_expires = 60 is above registrar.max_expires"
+            ),
+            format!("{name}:5")
+        );
+        assert_eq!(
+            load(None, &[]).unwrap().origin("core.listen"),
+            "<embedded default>"
+        );
     }
 
     #[test]

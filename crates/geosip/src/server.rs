@@ -46,25 +46,71 @@ fn load_config(
     let mut loaded = config::load(common.config.as_deref(), &common.sets)?;
     if !listen.is_empty() {
         loaded.config.core.listen = listen.to_vec();
+        loaded.cli.push((
+            "core.listen".into(),
+            format!("--listen {}", listen.join(" --listen ")),
+        ));
     }
     if let Some(a) = admin {
         loaded.config.admin.listen = a.to_string();
+        loaded
+            .cli
+            .push(("admin.listen".into(), format!("--admin {a}")));
     }
     Ok(loaded)
 }
 
-fn listen_specs(cfg: &Config) -> anyhow::Result<Vec<ListenSpec>> {
+fn listen_specs(loaded: &config::Loaded) -> anyhow::Result<Vec<ListenSpec>> {
+    let cfg = &loaded.config;
     if cfg.core.listen.is_empty() {
-        bail!("core.listen is empty: give at least one socket, e.g. --listen udp:127.0.0.1:5060");
+        bail!(
+            "{}: core.listen is empty: give at least one socket, e.g. listen = [\"udp:127.0.0.1:5060\"] or --listen udp:127.0.0.1:5060",
+            loaded.origin("core.listen")
+        );
     }
     cfg.core
         .listen
         .iter()
         .map(|s| {
             s.parse::<ListenSpec>()
-                .map_err(|e| anyhow::anyhow!("core.listen: {e}"))
+                .map_err(|e| anyhow::anyhow!("{}: core.listen: {e}", loaded.origin("core.listen")))
         })
         .collect()
+}
+
+/// An error of `[pike]`, `[ratelimit]` or `[overload]`, located at the key it names.
+fn protect_error(loaded: &config::Loaded, msg: &str) -> anyhow::Error {
+    let section = ["pike", "ratelimit", "overload"]
+        .into_iter()
+        .find(|s| msg.contains(&format!("{s}.")))
+        .unwrap_or("pike");
+    anyhow::anyhow!("{}: {msg}", loaded.origin_in(section, msg))
+}
+
+/// `log.level` must be a tracing filter (`info`, `warn,geosip_tm=debug`...).
+fn check_log_level(loaded: &config::Loaded) -> anyhow::Result<()> {
+    tracing_subscriber::EnvFilter::try_new(&loaded.config.log.level).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: log.level `{}` is not a log filter ({e}): use error, warn, info, debug or trace, optionally per target (\"info,geosip_tm=debug\")",
+            loaded.origin("log.level"),
+            loaded.config.log.level
+        )
+    })?;
+    Ok(())
+}
+
+/// `admin.listen` as a socket address (`None` when the admin interface is off).
+fn admin_addr(loaded: &config::Loaded) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let a = &loaded.config.admin.listen;
+    if a.is_empty() {
+        return Ok(None);
+    }
+    a.parse().map(Some).map_err(|_| {
+        anyhow::anyhow!(
+            "{}: admin.listen `{a}` is not IP:PORT: use e.g. \"127.0.0.1:5080\", or \"\" to turn the admin interface off",
+            loaded.origin("admin.listen")
+        )
+    })
 }
 
 fn init_logging(cfg: &Config) {
@@ -84,7 +130,17 @@ fn init_logging(cfg: &Config) {
 pub fn check_config(file: &Path, sets: &[String]) -> anyhow::Result<()> {
     let loaded = config::load(Some(file), sets)?;
     let cfg = &loaded.config;
-    listen_specs(cfg)?;
+    listen_specs(&loaded)?;
+    check_log_level(&loaded)?;
+    admin_addr(&loaded)?;
+    if let Some(lc) = &cfg.location {
+        lc.validate().map_err(|e| {
+            anyhow::anyhow!(
+                "{}: [location] {e}",
+                loaded.origin_in("location", &e.to_string())
+            )
+        })?;
+    }
     // Load the script against a core with no sockets so its errors are reported with line.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -100,16 +156,19 @@ pub fn check_config(file: &Path, sets: &[String]) -> anyhow::Result<()> {
     let tm = Tm::new(Arc::clone(&core), cfg.tm.clone());
     let location = Arc::new(Location::memory(cfg.usrloc.clone()));
     let registrar = Registrar::new(Arc::clone(&core), location, cfg.registrar.clone());
-    cfg.registrar
-        .validate()
-        .map_err(|e| anyhow::anyhow!("{}: [registrar] {e}", file.display()))?;
+    cfg.registrar.validate().map_err(|e| {
+        anyhow::anyhow!(
+            "{}: [registrar] {e}",
+            loaded.origin_in("registrar", &e.to_string())
+        )
+    })?;
     let protect = Arc::new(
         Protect::new(
             cfg.pike.clone(),
             cfg.ratelimit.clone(),
             cfg.overload.clone(),
         )
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+        .map_err(|e| protect_error(&loaded, &e.to_string()))?,
     );
     let io = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -126,7 +185,7 @@ pub fn check_config(file: &Path, sets: &[String]) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let auth = Arc::new(
         Auth::new(cfg.auth.clone(), subs, Some(Arc::clone(&protect)))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+            .map_err(|e| anyhow::anyhow!("{}: {e}", loaded.origin_in("auth", &e.to_string())))?,
     );
     let mods = Modules {
         core,
@@ -162,6 +221,7 @@ fn clamp_expires_to_location_window(cfg: &mut Config) {
 pub fn run(opts: RunOpts) -> anyhow::Result<()> {
     let loaded = load_config(&opts.common, &opts.listen, opts.admin.as_deref())?;
     let mut cfg = loaded.config.clone();
+    check_log_level(&loaded)?;
     init_logging(&cfg);
     clamp_expires_to_location_window(&mut cfg);
     let data_dir = opts
@@ -179,21 +239,23 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
         .build()
         .context("cannot start the I/O runtime")?;
 
-    let specs = listen_specs(&cfg)?;
+    let specs = listen_specs(&loaded)?;
     let transports = Transports::bind(cfg.transport.clone(), &specs, rt.handle().clone())
-        .with_context(|| format!("cannot bind {}", cfg.core.listen.join(", ")))?;
-    let admin_listener = if cfg.admin.listen.is_empty() {
-        None
-    } else {
-        let addr: std::net::SocketAddr = cfg
-            .admin
-            .listen
-            .parse()
-            .with_context(|| format!("admin.listen `{}` is not IP:PORT", cfg.admin.listen))?;
-        Some(
-            rt.block_on(geosip_admin::bind(addr))
-                .with_context(|| format!("cannot bind the admin interface on {addr}"))?,
-        )
+        .with_context(|| {
+            format!(
+                "{}: cannot bind {}",
+                loaded.origin("core.listen"),
+                cfg.core.listen.join(", ")
+            )
+        })?;
+    let admin_listener = match admin_addr(&loaded)? {
+        None => None,
+        Some(addr) => Some(rt.block_on(geosip_admin::bind(addr)).with_context(|| {
+            format!(
+                "{}: cannot bind the admin interface on {addr}",
+                loaded.origin("admin.listen")
+            )
+        })?),
     };
 
     let metrics = Registry::new();
@@ -210,10 +272,19 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
     let tm = Tm::new(Arc::clone(&core), cfg.tm.clone());
     let (location, partitions) = match &cfg.location {
         Some(lc) => {
-            lc.validate()
-                .map_err(|e| anyhow::anyhow!("[location]: {e}"))?;
+            lc.validate().map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: [location] {e}",
+                    loaded.origin_in("location", &e.to_string())
+                )
+            })?;
             lc.check_max_expires(u64::from(cfg.registrar.max_expires))
-                .map_err(|e| anyhow::anyhow!("[location]: {e}"))?;
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: [location] {e}: raise location.expire_window_s or lower registrar.max_expires",
+                        loaded.origin("location.expire_window_s")
+                    )
+                })?;
             let (loc, backend) =
                 geosip_p_usrloc::open_location(lc, &cfg.usrloc, &data_dir, rt.handle().clone())
                     .map_err(|e| {
@@ -231,6 +302,12 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
             None,
         ),
     };
+    cfg.registrar.validate().map_err(|e| {
+        anyhow::anyhow!(
+            "{}: [registrar] {e}",
+            loaded.origin_in("registrar", &e.to_string())
+        )
+    })?;
     let registrar = Registrar::new(
         Arc::clone(&core),
         Arc::clone(&location),
@@ -242,7 +319,7 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
             cfg.ratelimit.clone(),
             cfg.overload.clone(),
         )
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
+        .map_err(|e| protect_error(&loaded, &e.to_string()))?,
     );
     protect.register(&core.metrics, &core.rpc);
     let subscribers = Subscribers::open(&cfg.auth, &data_dir, rt.handle().clone())
@@ -250,7 +327,7 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
     subscribers.register_rpcs(&core.rpc);
     let auth = Arc::new(
         Auth::new(cfg.auth.clone(), subscribers, Some(Arc::clone(&protect)))
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            .map_err(|e| anyhow::anyhow!("{}: {e}", loaded.origin_in("auth", &e.to_string())))?,
     );
     auth.register_metrics(&core.metrics);
     if !cfg.auth.enabled {

@@ -349,6 +349,54 @@ fn geosip_ctl_prints_readable_output_and_raw_json_with_json() {
 }
 
 #[test]
+fn check_config_names_the_file_and_line_of_values_that_parse_but_are_wrong() {
+    let dir = temp_dir("cfg-values");
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            "[core]\nlisten = [\"udp:127.0.0.1:5060\", \"sctp:127.0.0.1:5060\"]\n",
+            ":2",
+            "core.listen",
+        ),
+        (
+            "[core]\nlisten = [\"udp:127.0.0.1:5060\"]\n[admin]\nlisten = \"localhost\"\n",
+            ":4",
+            "admin.listen",
+        ),
+        (
+            "[core]\nlisten = [\"udp:127.0.0.1:5060\"]\n[log]\n\nlevel = \"info,=[\"\n",
+            ":5",
+            "log.level",
+        ),
+        (
+            "[core]\nlisten = [\"udp:127.0.0.1:5060\"]\n[registrar]\nmin_expires = 600\nmax_expires = 60\n",
+            ":5",
+            "registrar.max_expires",
+        ),
+    ];
+    for (i, (text, line, key)) in cases.iter().enumerate() {
+        let f = dir.join(format!("v{i}.toml"));
+        std::fs::write(&f, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip"))
+            .args(["check-config"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text}");
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains(&format!("v{i}.toml{line}")), "{key}: {e}");
+        assert!(e.contains(key), "{e}");
+    }
+    // The same from the command line names the option.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip"))
+        .args(["run", "--listen", "udp:nowhere", "--admin", ""])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("--listen udp:nowhere"), "{e}");
+}
+
+#[test]
 fn check_config_names_the_file_line_and_allowed_keys_for_a_typo() {
     let dir = temp_dir("cfg");
     let f = dir.join("bad.toml");
