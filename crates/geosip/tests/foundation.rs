@@ -616,3 +616,112 @@ fn without_tcp_accept_aliases_the_alias_is_ignored_and_the_refused_connection_fa
     // timeout; a proxy answers that upstream as 500 (§16.7 step 6).
     assert_eq!(status, 500);
 }
+
+#[test]
+fn with_log_format_json_every_log_line_is_a_json_object() {
+    let s = Server::start(&["--set", "log.format=\"json\""]);
+    // Something that logs: a request that fails validation (logged once, rate-limited).
+    let ua = Ua::new();
+    ua.send(
+        s.udp,
+        b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKj\r\n\r\n",
+    );
+    let _ = ua.recv(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(200));
+    let log = s.stderr();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "the server logged something");
+    for l in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+}
+
+#[test]
+fn sigint_and_sigterm_stop_the_server_cleanly() {
+    for sig in ["INT", "TERM"] {
+        let mut s = Server::start(&[]);
+        s.signal(sig);
+        let t = std::time::Instant::now();
+        while s.alive() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!s.alive(), "still running 10 s after SIG{sig}");
+        let status = s.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "SIG{sig}: exit {status:?}\n{}",
+            s.stderr()
+        );
+    }
+}
+
+#[test]
+fn a_response_whose_top_via_is_not_ours_is_dropped_and_counted() {
+    let s = Server::start(&[]);
+    let ua = Ua::new();
+    let other = Ua::new();
+    // A 200 whose top Via names another host, with a second Via pointing at `other`: a proxy
+    // that forwarded it would send it there.
+    let stray = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.77:5060;branch=z9hG4bKstray\r\n\
+         Via: SIP/2.0/UDP {};branch=z9hG4bKnext\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\n\
+         Call-ID: stray-{}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        other.addr,
+        uniq()
+    );
+    ua.send(s.udp, stray.as_bytes());
+    other.expect_silence(Duration::from_millis(500));
+    ua.expect_silence(Duration::from_millis(100));
+    assert_eq!(
+        s.wait_metric("geosip_sip_dropped_replies_total", 1.0),
+        Some(1.0)
+    );
+}
+
+/// An OPTIONS sent from `from` whose Via claims `localhost:PORT` of `claimed`.
+fn options_claiming(s: &Server, from: &Ua, claimed: &Ua, rport: bool) {
+    let req = format!(
+        "OPTIONS sip:{} SIP/2.0\r\nVia: SIP/2.0/UDP localhost:{};branch=z9hG4bK{}{}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=r1\r\nTo: <sip:{}>\r\nCall-ID: rp-{}\r\n\
+         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        s.udp,
+        claimed.addr.port(),
+        uniq(),
+        if rport { ";rport" } else { "" },
+        s.udp,
+        uniq()
+    );
+    from.send(s.udp, req.as_bytes());
+}
+
+#[test]
+fn replies_go_to_the_source_port_with_rport_or_force_rport_and_to_the_sent_by_port_otherwise() {
+    let phone = Ua::new();
+    let claimed = Ua::new();
+    // core.force_rport on (the embedded default): the source port, even without ;rport.
+    let s = Server::start(&[]);
+    options_claiming(&s, &phone, &claimed, false);
+    let r = phone.expect_status(200);
+    let via = r.top_via().unwrap();
+    assert_eq!(via.received(), Some(&b"127.0.0.1"[..]), "{}", text(&r));
+    assert_eq!(via.rport(), sip_msg::Rport::Value(phone.addr.port()));
+    claimed.expect_silence(Duration::from_millis(200));
+    drop(s);
+
+    // Off: RFC 3261 §18.2.2, the received IP at the sent-by port...
+    let s = Server::start(&["--set", "core.force_rport=false"]);
+    options_claiming(&s, &phone, &claimed, false);
+    let r = claimed.expect_status(200);
+    assert_eq!(r.top_via().unwrap().received(), Some(&b"127.0.0.1"[..]));
+    phone.expect_silence(Duration::from_millis(200));
+    // ...unless the client asked with ;rport (RFC 3581).
+    options_claiming(&s, &phone, &claimed, true);
+    let r = phone.expect_status(200);
+    assert_eq!(
+        r.top_via().unwrap().rport(),
+        sip_msg::Rport::Value(phone.addr.port())
+    );
+    claimed.expect_silence(Duration::from_millis(200));
+}

@@ -124,7 +124,8 @@ impl<'a> ResponseBuilder<'a> {
         self
     }
 
-    /// Fills in `rport=<port>` on the top Via when the request carries a valueless `rport`
+    /// Fills in `rport=<port>` on the top Via when the request carries a valueless `rport`,
+    /// or adds it when it carries none (the server forces symmetric routing)
     /// (RFC 3581 §4).
     pub fn rport(mut self, port: u16) -> Self {
         self.rport = Some(port);
@@ -241,8 +242,9 @@ impl<'a> ResponseBuilder<'a> {
         };
         let top_off = offset_in(line, top).unwrap_or(0);
         let mut cur = 0;
+        let rport_param = via.params().get(b"rport");
         if let Some(port) = self.rport
-            && let Some(p) = via.params().get(b"rport")
+            && let Some(p) = rport_param
             && p.value.is_none()
             && let Some(name_at) = offset_in(top, p.name)
         {
@@ -258,6 +260,13 @@ impl<'a> ResponseBuilder<'a> {
         if let Some(ip) = self.received {
             out.put_bytes(b";received=");
             out.put_bytes(ip);
+        }
+        // Symmetric response routing forced by the server (Kamailio's `force_rport`): say
+        // which port the answer went to, as if the client had asked.
+        if let (Some(port), None) = (self.rport, rport_param) {
+            out.put_bytes(b";rport=");
+            let mut d = [0u8; 20];
+            out.put_bytes(digits(u64::from(port), &mut d));
         }
         out.put_bytes(&line[top_stop..]);
     }
@@ -321,6 +330,23 @@ Content-Length: 0\r\n\r\n";
 
     fn req() -> SipMessage {
         SipMessage::parse(Bytes::from_static(REQ)).expect("parses")
+    }
+
+    #[test]
+    fn a_forced_rport_is_added_to_a_top_via_that_did_not_ask_for_it() {
+        let raw = String::from_utf8_lossy(REQ).replace(";rport;branch", ";branch");
+        let r = SipMessage::parse(Bytes::from(raw)).expect("parses");
+        let mut out = Vec::new();
+        r.response(200)
+            .received(b"192.0.2.4")
+            .rport(40000)
+            .write(&mut out);
+        let m = SipMessage::parse(Bytes::from(out)).expect("response parses");
+        let top = m.top_via().expect("via");
+        assert_eq!(top.rport(), crate::Rport::Value(40000));
+        assert_eq!(top.received(), Some(&b"192.0.2.4"[..]));
+        assert_eq!(top.branch(), Some(&b"z9hG4bKnashds7"[..]));
+        assert_eq!(m.vias().count(), 3);
     }
 
     #[test]

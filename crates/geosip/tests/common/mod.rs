@@ -15,7 +15,7 @@ use sip_msg::{Frame, SipMessage, StreamFramer};
 
 /// A running `geosip run`.
 pub struct Server {
-    child: Child,
+    pub child: Child,
     /// UDP listening address.
     pub udp: SocketAddr,
     /// TCP listening address.
