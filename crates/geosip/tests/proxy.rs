@@ -294,6 +294,106 @@ fn serial_forking_tries_the_lower_q_contact_after_486_through_the_failure_route(
     assert_eq!(ok.to_tag(), Some(&b"tl"[..]));
 }
 
+/// Registers `user` with two contacts, `hi` at q=1.0 and `lo` at q=0.5.
+fn reg_two_q(s: &Server, user: &str, hi: &Ua, lo: &Ua) {
+    for (ua, q) in [(hi, "1.0"), (lo, "0.5")] {
+        let r = register(
+            user,
+            "127.0.0.1",
+            &format!("sip:{user}@{}>;q={q};x=<y", ua.addr),
+            ua.addr,
+            3600,
+            &format!("reg-{}", uniq()),
+            1,
+            "",
+        )
+        .replace(";x=<y>", "");
+        ua.send(s.udp, r.as_bytes());
+        ua.expect_status(200);
+    }
+}
+
+#[test]
+fn serial_forking_stops_after_a_6xx_and_the_caller_gets_it() {
+    let s = Server::start(&[]);
+    let (hi, lo) = (Ua::new(), Ua::new());
+    reg_two_q(&s, "gina", &hi, &lo);
+    let caller = Ua::new();
+    invite(&caller, &s, "gina");
+    let ih = expect_request(&hi, "INVITE");
+    answer(&hi, &ih, 603, "Decline", "tg");
+    let r = caller.expect_status(603);
+    assert_eq!(r.to_tag(), Some(&b"tg"[..]));
+    // RFC 3261 §16.7 step 5 / §16.6: a 6xx ends the search, the lower q group is not tried.
+    let _ = expect_request(&hi, "ACK");
+    lo.expect_silence(Duration::from_millis(700));
+}
+
+#[test]
+fn serial_forking_stops_after_a_cancel_and_the_caller_gets_487() {
+    let s = Server::start(&[]);
+    let (hi, lo) = (Ua::new(), Ua::new());
+    reg_two_q(&s, "hank", &hi, &lo);
+    let caller = Ua::new();
+    let (inv_text, _) = invite(&caller, &s, "hank");
+    let ih = expect_request(&hi, "INVITE");
+    answer(&hi, &ih, 180, "Ringing", "th");
+    caller.expect_status(180);
+    let cancel = inv_text
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace(
+            "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
+            "Content-Length: 0\r\n\r\n",
+        );
+    caller.send(s.udp, cancel.as_bytes());
+    caller.expect_status(200);
+    let c = expect_request(&hi, "CANCEL");
+    answer(&hi, &c, 200, "OK", "th");
+    answer(&hi, &ih, 487, "Request Terminated", "th");
+    caller.expect_status(487);
+    // Cancelled: the q=0.5 contact must not ring.
+    lo.expect_silence(Duration::from_millis(700));
+}
+
+#[test]
+fn every_2xx_of_a_forked_invite_is_forwarded_to_the_caller() {
+    let s = Server::start(&[]);
+    let (a, b) = (Ua::new(), Ua::new());
+    reg(&s, &a, "ivy", None);
+    let r = register(
+        "ivy",
+        "127.0.0.1",
+        &format!("sip:ivy@{}", b.addr),
+        b.addr,
+        3600,
+        &format!("reg-{}", uniq()),
+        1,
+        "",
+    );
+    b.send(s.udp, r.as_bytes());
+    b.expect_status(200);
+    let caller = Ua::new();
+    invite(&caller, &s, "ivy");
+    let ia = expect_request(&a, "INVITE");
+    let ib = expect_request(&b, "INVITE");
+    // Both answer before the CANCEL can reach b (RFC 3261 §16.7 step 5: every 2xx is
+    // forwarded; the caller sorts out the two dialogs).
+    answer(&a, &ia, 200, "OK", "ta");
+    answer(&b, &ib, 200, "OK", "tb");
+    let mut tags = Vec::new();
+    while tags.len() < 2 {
+        let m = caller
+            .recv(Duration::from_secs(3))
+            .expect("both 200s reach the caller");
+        if m.status() == Some(200) {
+            tags.push(String::from_utf8_lossy(m.to_tag().unwrap()).into_owned());
+        }
+    }
+    tags.sort();
+    assert_eq!(tags, vec!["ta".to_string(), "tb".to_string()]);
+}
+
 #[test]
 fn an_unanswered_invite_ends_with_408_after_fr_inv_timer() {
     let s = Server::start(&["--set", "tm.fr_inv_timer=1000", "--set", "tm.fr_timer=1000"]);
@@ -437,23 +537,44 @@ fn transactions_are_freed_after_calls_of_every_outcome() {
 
 #[test]
 fn sipp_calls_through_the_proxy_with_the_bench_scenarios() {
+    sipp_calls(false);
+}
+
+#[test]
+fn sipp_calls_through_the_proxy_over_tcp_on_both_sides() {
+    sipp_calls(true);
+}
+
+/// 60 SIPp calls (INVITE/100/180/200/ACK/BYE/200) through the proxy to a registered SIPp
+/// callee, over UDP or over TCP on both legs; every call must succeed.
+fn sipp_calls(tcp: bool) {
     if !have_tool("sipp") {
         return;
     }
+    let transport = if tcp { "t1" } else { "u1" };
     // The record-route-aware caller/callee scenarios of ../shared/bench (copied here).
     let s = Server::start(&["--set", "pike.whitelist=[\"127.0.0.1\"]"]);
     let dir = temp_dir("sipp-call");
     let sc = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp");
-    let uas_port = {
+    let uas_port = if tcp {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    } else {
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         u.local_addr().unwrap().port()
     };
+    let contact = if tcp {
+        format!("sip:callee@127.0.0.1:{uas_port};transport=tcp")
+    } else {
+        format!("sip:callee@127.0.0.1:{uas_port}")
+    };
+    let target = if tcp { s.tcp.unwrap() } else { s.udp };
     // The callee registers its SIPp address.
     let reg = Ua::new();
     let r = register(
         "callee",
         "127.0.0.1",
-        &format!("sip:callee@127.0.0.1:{uas_port}"),
+        &contact,
         reg.addr,
         600,
         "sipp-callee",
@@ -472,6 +593,8 @@ fn sipp_calls_through_the_proxy_with_the_bench_scenarios() {
             &uas_port.to_string(),
             "-i",
             "127.0.0.1",
+            "-t",
+            transport,
             "-nostdin",
             "-m",
             "60",
@@ -486,7 +609,9 @@ fn sipp_calls_through_the_proxy_with_the_bench_scenarios() {
         .args([
             "60",
             "sipp",
-            &s.udp.to_string(),
+            &target.to_string(),
+            "-t",
+            transport,
             "-sf",
             &format!("{sc}/uac_call.xml"),
             "-s",
