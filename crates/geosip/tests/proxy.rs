@@ -395,6 +395,44 @@ fn every_2xx_of_a_forked_invite_is_forwarded_to_the_caller() {
 }
 
 #[test]
+fn a_final_answer_never_acked_is_retransmitted_at_t1_doubling_up_to_t2_until_timer_h() {
+    // T1 = 20 ms, T2 = 80 ms: Timer G fires at 20, 40, 80, 80, 80... ms and Timer H at
+    // 64 × T1 = 1.28 s (RFC 3261 §17.2.1). With the default T2 (4 s) there would be about 6.
+    let s = Server::start(&["--set", "tm.t1_ms=20", "--set", "tm.t2_ms=80"]);
+    let callee = Ua::new();
+    reg(&s, &callee, "jack", None);
+    let caller = Ua::new();
+    invite(&caller, &s, "jack");
+    let inv = expect_request(&callee, "INVITE");
+    answer(&callee, &inv, 486, "Busy Here", "tj");
+    let _ = expect_request(&callee, "ACK");
+    // The caller never ACKs.
+    let start = std::time::Instant::now();
+    let mut copies = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        match caller.recv(Duration::from_millis(500)) {
+            Some(m) if m.status() == Some(486) => copies += 1,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert!((10..=20).contains(&copies), "{copies} copies of the 486");
+    assert_eq!(
+        s.wait_metric("geosip_tm_server_timeouts_total", 1.0),
+        Some(1.0)
+    );
+    // Freed once the callee side's wait (tm.wt_timer, 5 s: Timer D) is over too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.metric("geosip_tm_transactions{type=\"invite\"}") != Some(0.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transaction not freed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn an_unanswered_invite_ends_with_408_after_fr_inv_timer() {
     let s = Server::start(&["--set", "tm.fr_inv_timer=1000", "--set", "tm.fr_timer=1000"]);
     let callee = Ua::new();

@@ -306,3 +306,42 @@ fn branch_route_reply_route_and_the_global_reply_route_run_from_lua() {
     let line = String::from_utf8_lossy(r.reason_bytes().unwrap_or(b"")).into_owned();
     assert_eq!(line, "replies 4 branches 1");
 }
+
+#[test]
+fn script_runs_errors_time_and_reloads_are_counted_in_the_metrics() {
+    let dir = temp_dir("script-metrics");
+    let file = dir.join("route.lua");
+    std::fs::write(
+        &file,
+        "function request_route()\n  if KSR.is_MESSAGE() then\n    no_such_function()\n  end\n  KSR.sl.send_reply(200, \"OK\")\nend\n",
+    )
+    .unwrap();
+    let set = format!("script.file=\"{}\"", file.display());
+    let s = Server::start(&["--set", &set]);
+    let ua = Ua::new();
+    assert_eq!(options_status(&s, &ua), 200);
+    // A runtime error: logged, counted, the request dropped (as Kamailio drops it).
+    let m = request("MESSAGE", &format!("sip:{}", s.udp), ua.addr, "UDP", "", "");
+    ua.send(s.udp, m.as_bytes());
+    ua.expect_silence(Duration::from_millis(300));
+    assert_eq!(s.wait_metric("geosip_script_errors_total", 1.0), Some(1.0));
+    assert_eq!(s.metric("geosip_script_runs_total"), Some(2.0));
+    assert!(s.metric("geosip_script_seconds_total").unwrap() > 0.0);
+    assert!(
+        s.stderr().contains("route.lua:3"),
+        "the error names file and line"
+    );
+    std::fs::write(&file, "function request_route(\n").unwrap();
+    assert!(s.rpc("cfg.reload", &[]).is_err());
+    std::fs::write(&file, script_answering(204)).unwrap();
+    s.rpc("cfg.reload", &[]).unwrap();
+    assert_eq!(
+        s.metric("geosip_script_reloads_total{result=\"refused\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.metric("geosip_script_reloads_total{result=\"ok\"}"),
+        Some(1.0)
+    );
+    assert_eq!(options_status(&s, &ua), 204);
+}

@@ -793,8 +793,12 @@ impl Tm {
             }
             while let Some(ev) = t.server.poll_event() {
                 match ev {
-                    Event::Timeout | Event::AckTimeout | Event::TransportError => {
-                        tracing::debug!(id = t.id, ?ev, "server transaction event");
+                    Event::Timeout | Event::AckTimeout => {
+                        self.counters.server_timeouts.inc();
+                        tracing::debug!(id = t.id, ?ev, "server transaction timed out");
+                    }
+                    Event::TransportError => {
+                        tracing::debug!(id = t.id, ?ev, "server transaction transport error");
                     }
                     _ => {}
                 }

@@ -18,6 +18,7 @@ pub(crate) struct TmCounters {
     pub retrans_sent: Counter,
     pub branch_timeouts: Counter,
     pub transport_errors: Counter,
+    pub server_timeouts: Counter,
     pub local_408: Counter,
     pub relayed: [Counter; 6],
     pub local_replies: [Counter; 6],
@@ -54,6 +55,8 @@ pub struct TmStats {
     pub branch_timeouts: u64,
     /// Branches failed by a transport error (connection refused, send failed).
     pub transport_errors: u64,
+    /// Server transactions that timed out (Timer H: the ACK of a final answer never came).
+    pub server_timeouts: u64,
     /// 408s generated and sent upstream because no branch answered in time.
     pub local_408: u64,
     /// Responses relayed upstream, by class (1xx..6xx).
@@ -87,6 +90,7 @@ impl TmCounters {
             retransmissions_sent: self.retrans_sent.get(),
             branch_timeouts: self.branch_timeouts.get(),
             transport_errors: self.transport_errors.get(),
+            server_timeouts: self.server_timeouts.get(),
             local_408: self.local_408.get(),
             relayed: std::array::from_fn(|i| self.relayed[i].get()),
             local_replies: std::array::from_fn(|i| self.local_replies[i].get()),
@@ -133,6 +137,7 @@ impl TmCounters {
             for (name, help, v) in [
                 ("geosip_tm_branch_timeouts_total", "Branches ended by fr_timer / fr_inv_timer.", s.branch_timeouts),
                 ("geosip_tm_transport_errors_total", "Branches failed by a transport error (503).", s.transport_errors),
+                ("geosip_tm_server_timeouts_total", "Server transactions timed out (Timer H: no ACK for a final answer).", s.server_timeouts),
                 ("geosip_tm_local_408_total", "408 generated upstream for INVITEs nobody answered.", s.local_408),
                 ("geosip_tm_cancels_total", "CANCELs that matched a transaction.", s.cancels),
                 ("geosip_tm_rejected_total", "Transactions refused: max_transactions reached.", s.rejected_full),
@@ -196,6 +201,7 @@ impl TmCounters {
                     },
                     "branch_timeouts": s.branch_timeouts,
                     "transport_errors": s.transport_errors,
+                    "server_timeouts": s.server_timeouts,
                     "local_408": s.local_408,
                     "relayed": by_class(s.relayed),
                     "local_replies": by_class(s.local_replies),
