@@ -345,3 +345,73 @@ fn script_runs_errors_time_and_reloads_are_counted_in_the_metrics() {
     );
     assert_eq!(options_status(&s, &ua), 204);
 }
+
+fn failure_script(answer: &str) -> String {
+    format!(
+        r#"
+function request_route()
+    if KSR.is_ACK() then
+        KSR.tm.t_relay()
+        return
+    end
+    KSR.tm.t_on_failure("call_failed")
+    KSR.tm.t_relay()
+end
+
+function call_failed()
+    {answer}
+end
+"#
+    )
+}
+
+#[test]
+fn a_transaction_in_flight_survives_a_reload_and_runs_the_new_scripts_failure_route() {
+    let dir = temp_dir("script-inflight");
+    let file = dir.join("route.lua");
+    std::fs::write(&file, failure_script("-- v1: let the failure through")).unwrap();
+    let set = format!("script.file=\"{}\"", file.display());
+    let s = Server::start(&["--set", &set]);
+    let (caller, callee) = (Ua::new(), Ua::new());
+    let inv = request(
+        "INVITE",
+        &format!("sip:bob@{}", callee.addr),
+        caller.addr,
+        "UDP",
+        "",
+        "",
+    );
+    caller.send(s.udp, inv.as_bytes());
+    let got = loop {
+        let m = callee.expect("INVITE");
+        if m.is_request() {
+            break m;
+        }
+    };
+    assert_eq!(s.metric("geosip_tm_transactions{type=\"invite\"}"), Some(1.0));
+    // Reload while the INVITE is pending: the new failure route answers 599 itself.
+    std::fs::write(
+        &file,
+        failure_script("KSR.tm.t_reply(599, \"Reloaded Failure Route\")"),
+    )
+    .unwrap();
+    assert!(ctl(&s, &["cfg.reload"]).status.success());
+    let via = got.top_via().unwrap();
+    let back: std::net::SocketAddr = format!(
+        "{}:{}",
+        String::from_utf8_lossy(via.host().raw()),
+        via.port().unwrap()
+    )
+    .parse()
+    .unwrap();
+    callee.send(back, response_to(&got, 486, "Busy Here", Some("zz"), "").as_bytes());
+    // The transaction was not dropped by the reload, and its failure route (armed by name
+    // under the old script) ran in the new one.
+    let r = loop {
+        let m = caller.expect("final answer");
+        if m.status().is_some_and(|c| c >= 200) {
+            break m;
+        }
+    };
+    assert_eq!(r.status(), Some(599), "{}", text(&r));
+}
