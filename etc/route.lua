@@ -8,9 +8,6 @@
 -- Change it, then `geosip ctl cfg.reload` (or SIGHUP): a script that does not load is
 -- refused and the running one stays.
 
--- Flags (KSR.setflag / KSR.isflagset).
-local FLT_FAILURE_ROUTE = 1
-
 function request_route()
     -- OPTIONS to the server itself (monitoring, NAT keep-alive): answered here, before the
     -- Max-Forwards check, so Max-Forwards: 0 pings still get 200 (RFC 3261 section 11).

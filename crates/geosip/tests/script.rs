@@ -388,7 +388,10 @@ fn a_transaction_in_flight_survives_a_reload_and_runs_the_new_scripts_failure_ro
             break m;
         }
     };
-    assert_eq!(s.metric("geosip_tm_transactions{type=\"invite\"}"), Some(1.0));
+    assert_eq!(
+        s.metric("geosip_tm_transactions{type=\"invite\"}"),
+        Some(1.0)
+    );
     // Reload while the INVITE is pending: the new failure route answers 599 itself.
     std::fs::write(
         &file,
@@ -404,7 +407,10 @@ fn a_transaction_in_flight_survives_a_reload_and_runs_the_new_scripts_failure_ro
     )
     .parse()
     .unwrap();
-    callee.send(back, response_to(&got, 486, "Busy Here", Some("zz"), "").as_bytes());
+    callee.send(
+        back,
+        response_to(&got, 486, "Busy Here", Some("zz"), "").as_bytes(),
+    );
     // The transaction was not dropped by the reload, and its failure route (armed by name
     // under the old script) ran in the new one.
     let r = loop {

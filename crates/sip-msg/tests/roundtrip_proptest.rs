@@ -128,6 +128,8 @@ fn message() -> impl Strategy<Value = Generated> {
 #[derive(Debug, Clone)]
 enum Op {
     InsertVia,
+    RemoveTopVia,
+    AddRouteTop,
     SetMaxForwards(u8),
     RemoveTopRoute,
     AddRecordRoute,
@@ -140,6 +142,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         Just(Op::InsertVia),
+        Just(Op::RemoveTopVia),
+        Just(Op::AddRouteTop),
         any::<u8>().prop_map(Op::SetMaxForwards),
         Just(Op::RemoveTopRoute),
         Just(Op::AddRecordRoute),
@@ -182,6 +186,8 @@ proptest! {
             .map_err(|e| TestCaseError::fail(format!("{e}")))?;
         let mut e = Edits::new();
         let mut via = false;
+        let mut via_removed = false;
+        let mut route_added = false;
         let mut mf = None;
         let mut routes_removed = false;
         let mut rr = false;
@@ -196,6 +202,17 @@ proptest! {
                     via = true;
                 }
                 Op::InsertVia => {}
+                // Only when another Via stays: a request needs one (RFC 3261 §8.1.1).
+                Op::RemoveTopVia if !via_removed && m.vias().count() > 1 => {
+                    prop_assert!(e.remove_top_via(&m));
+                    via_removed = true;
+                }
+                Op::RemoveTopVia => {}
+                Op::AddRouteTop if !route_added => {
+                    e.add_route_top(&m, b"<sip:outbound.example.net;lr>");
+                    route_added = true;
+                }
+                Op::AddRouteTop => {}
                 Op::SetMaxForwards(v) => {
                     e.set_max_forwards(&m, *v);
                     mf = Some(*v);
@@ -238,15 +255,28 @@ proptest! {
         if o.max_forwards() != Some(0) {
             prop_assert_eq!(o.check_request(), Ok(()));
         }
+        let want_vias = m.vias().count() + usize::from(via) - usize::from(via_removed);
+        prop_assert_eq!(o.vias().count(), want_vias);
         if via {
             prop_assert_eq!(o.top_via().and_then(|v| v.branch()), Some(&b"z9hG4bKinserted"[..]));
-            prop_assert_eq!(o.vias().count(), m.vias().count() + 1);
+        } else if via_removed {
+            prop_assert_eq!(o.top_via().map(|v| v.raw()), m.vias().nth(1).map(|v| v.raw()));
         } else {
             prop_assert_eq!(o.top_via().map(|v| v.raw()), m.top_via().map(|v| v.raw()));
         }
+        if via && via_removed {
+            prop_assert_eq!(o.vias().nth(1).map(|v| v.raw()), m.vias().nth(1).map(|v| v.raw()));
+        }
         prop_assert_eq!(o.max_forwards(), mf.or(m.max_forwards()));
-        let expect_routes = if routes_removed { g.routes.saturating_sub(1) } else { g.routes };
+        let expect_routes = if routes_removed { g.routes.saturating_sub(1) } else { g.routes }
+            + usize::from(route_added);
         prop_assert_eq!(o.routes().count(), expect_routes);
+        if route_added {
+            prop_assert_eq!(
+                o.top_route().map(|r| r.uri_raw()),
+                Some(&b"sip:outbound.example.net;lr"[..])
+            );
+        }
         if rr {
             prop_assert_eq!(
                 o.record_routes().next().map(|r| r.uri_raw()),
