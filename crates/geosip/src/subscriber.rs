@@ -52,6 +52,16 @@ pub enum SubscriberCmd {
     },
     /// Show one subscriber.
     Show(Aor),
+    /// Set attributes: NAME=VALUE sets one, NAME= removes it; the others are kept.
+    Attr {
+        #[command(flatten)]
+        common: CommonOpts,
+        /// user@domain
+        aor: String,
+        /// NAME=VALUE (repeatable; NAME= removes the attribute).
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        changes: Vec<String>,
+    },
     /// Bulk import from CSV: `user@domain,password[,name=value;name=value]` per line
     /// (`#` comments and blank lines ignored); all or nothing.
     Import {
@@ -93,10 +103,12 @@ fn open(
 fn attrs(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut m = BTreeMap::new();
     for a in list {
-        let (k, v) = a
-            .split_once('=')
-            .with_context(|| format!("--attr {a}: expected NAME=VALUE, e.g. --attr tariff=gold"))?;
-        m.insert(k.trim().to_string(), v.trim().to_string());
+        if !a.contains('=') {
+            anyhow::bail!("--attr {a}: expected NAME=VALUE, e.g. --attr tariff=gold");
+        }
+        // The same rules as the RPC and the CSV import (names of letters, digits, _ . -).
+        let one = geosip_auth::parse_attrs(a).map_err(|e| anyhow::anyhow!("--attr {a}: {e}"))?;
+        m.extend(one);
     }
     Ok(m)
 }
@@ -152,6 +164,18 @@ pub fn run(cmd: SubscriberCmd) -> anyhow::Result<()> {
                     sub.domain,
                     if sub.enabled { "" } else { "  (disabled)" }
                 );
+            }
+        }
+        SubscriberCmd::Attr {
+            common,
+            aor,
+            changes,
+        } => {
+            let (s, _rt) = open(&common)?;
+            let now = s.set_attrs(&aor, &attrs(&changes)?).map_err(e)?;
+            println!("attributes of {aor}:");
+            for (k, v) in now {
+                println!("  {k} = {v}");
             }
         }
         SubscriberCmd::Show(Aor { common, aor }) => {

@@ -469,3 +469,268 @@ fn a_burst_of_20000_registers_from_one_address_is_blocked_and_other_addresses_ar
     assert!(list.to_string().contains("127.0.0.1"), "{list}");
     assert!(s.metrics().contains("geosip_pike"), "pike metrics exported");
 }
+
+/// A full REGISTER exchange: unauthenticated REGISTER, then the answer to its `alg`
+/// challenge. Returns the status of the authenticated attempt.
+fn register_authenticated(
+    s: &Server,
+    ua: &Ua,
+    login: &str,
+    aor_user: &str,
+    pass: &str,
+    alg_name: &str,
+    alg: Algorithm,
+) -> u16 {
+    let call = format!("ra-{}", uniq());
+    let r = register_with(s, ua, aor_user, &call, 1, "");
+    assert_eq!(r.status(), Some(401), "{}", text(&r));
+    let (realm, nonce) = nonce_for(&r, alg_name);
+    let cred = authorization(
+        &Cred {
+            user: login,
+            pass,
+            realm: &realm,
+            nonce: &nonce,
+            alg,
+            nc: 1,
+            method: "REGISTER",
+            uri: "sip:127.0.0.1",
+        },
+        "Authorization",
+    );
+    register_with(s, ua, aor_user, &call, 2, &cred)
+        .status()
+        .unwrap_or(0)
+}
+
+fn geosip(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn sha_512_256_credentials_register() {
+    let s = server_with_auth(&["--set", "auth.algorithms=[\"SHA-512-256\", \"MD5\"]"]);
+    let ua = Ua::new();
+    let r = register_with(&s, &ua, "alice", "c512", 1, "");
+    let algs: Vec<String> = challenges(&r).into_iter().map(|c| c.0).collect();
+    assert_eq!(algs, vec!["SHA-512-256".to_string(), "MD5".to_string()]);
+    assert_eq!(
+        register_authenticated(
+            &s,
+            &ua,
+            "alice",
+            "alice",
+            "s3cret",
+            "SHA-512-256",
+            Algorithm::Sha512_256
+        ),
+        200
+    );
+}
+
+#[test]
+fn an_authenticated_user_registering_someone_elses_aor_gets_403() {
+    let s = server_with_auth(&[]);
+    s.rpc("subscriber.add", &["bob@127.0.0.1", "b0bpass"])
+        .unwrap();
+    let ua = Ua::new();
+    // alice's correct credentials, To = bob: auth.owner_check (on by default).
+    assert_eq!(
+        register_authenticated(&s, &ua, "alice", "bob", "s3cret", "MD5", Algorithm::Md5),
+        403
+    );
+    assert_eq!(
+        register_authenticated(&s, &ua, "bob", "bob", "b0bpass", "MD5", Algorithm::Md5),
+        200
+    );
+}
+
+#[test]
+fn a_user_with_too_many_failed_authentications_is_blocked_even_with_the_right_password() {
+    let s = server_with_auth(&[
+        "--set",
+        "pike.auth_fail_limit_user=3",
+        "--set",
+        "pike.auth_fail_limit_ip=0",
+    ]);
+    let ua = Ua::new();
+    for _ in 0..3 {
+        assert_eq!(
+            register_authenticated(&s, &ua, "alice", "alice", "guess", "MD5", Algorithm::Md5),
+            401
+        );
+    }
+    // Blocked: the right password is refused with the same answer as a wrong one.
+    assert_eq!(
+        register_authenticated(&s, &ua, "alice", "alice", "s3cret", "MD5", Algorithm::Md5),
+        401
+    );
+    let m = s.metrics();
+    assert!(m.contains("geosip_auth"), "auth metrics exported");
+}
+
+#[test]
+fn the_subscriber_cli_provisions_a_data_dir_that_the_server_then_authenticates_against() {
+    let dir = temp_dir("subscriber-cli");
+    let d = dir.to_string_lossy().into_owned();
+    let base = ["--data-dir", d.as_str()];
+    let run = |sub: &[&str]| {
+        let mut a = vec!["subscriber"];
+        a.push(sub[0]);
+        a.extend_from_slice(&base);
+        a.extend_from_slice(&sub[1..]);
+        geosip(&a)
+    };
+    let (ok, out) = run(&["add", "bob@127.0.0.1", "pw-one", "--attr", "tariff=gold"]);
+    assert!(ok, "{out}");
+    // Input is validated, with the reason.
+    let (ok, out) = run(&["add", "bob@127.0.0.1", "pw-one"]);
+    assert!(!ok && out.contains("exists"), "{out}");
+    let (ok, out) = run(&["add", "carl@127.0.0.1", "pw", "--attr", "bad name=x"]);
+    assert!(!ok && out.contains("--attr bad name=x"), "{out}");
+    let (ok, out) = run(&["add", "carl@127.0.0.1", "pw", "--attr", "novalue"]);
+    assert!(!ok && out.contains("NAME=VALUE"), "{out}");
+    let (ok, out) = run(&["add", "not-an-aor", "pw"]);
+    assert!(!ok && out.contains("AOR"), "{out}");
+    // Bulk import, then list / show / attr / passwd / disable.
+    let csv = dir.join("subs.csv");
+    std::fs::write(
+        &csv,
+        "# user@domain,password[,attrs]\ncarl@127.0.0.1,pw-carl\ndora@127.0.0.1,pw-dora,tariff=basic\n",
+    )
+    .unwrap();
+    let (ok, out) = run(&["import", &csv.to_string_lossy()]);
+    assert!(ok && out.contains("imported 2"), "{out}");
+    let (ok, out) = run(&["list"]);
+    assert!(ok, "{out}");
+    for u in ["bob@127.0.0.1", "carl@127.0.0.1", "dora@127.0.0.1"] {
+        assert!(out.contains(u), "{u} missing: {out}");
+    }
+    let (ok, out) = run(&["attr", "bob@127.0.0.1", "tariff=", "vip=yes"]);
+    assert!(
+        ok && out.contains("vip = yes") && !out.contains("tariff"),
+        "{out}"
+    );
+    let (ok, out) = run(&["show", "bob@127.0.0.1"]);
+    assert!(ok && out.contains("vip"), "{out}");
+    assert!(run(&["passwd", "bob@127.0.0.1", "pw-two"]).0);
+    assert!(run(&["disable", "carl@127.0.0.1"]).0);
+    let (ok, out) = run(&["list"]);
+    assert!(ok && out.contains("carl@127.0.0.1  (disabled)"), "{out}");
+    // The server on that data dir authenticates with what the CLI wrote.
+    let s = Server::start_with(&["--set", "auth.enabled=true"], true, Some(dir.clone()));
+    let ua = Ua::new();
+    assert_eq!(
+        register_authenticated(&s, &ua, "bob", "bob", "pw-two", "MD5", Algorithm::Md5),
+        200
+    );
+    assert_eq!(
+        register_authenticated(&s, &ua, "bob", "bob", "pw-one", "MD5", Algorithm::Md5),
+        401,
+        "the old password no longer works"
+    );
+    assert_eq!(
+        register_authenticated(&s, &ua, "carl", "carl", "pw-carl", "MD5", Algorithm::Md5),
+        401,
+        "a disabled subscriber cannot authenticate"
+    );
+    assert_eq!(
+        register_authenticated(&s, &ua, "dora", "dora", "pw-dora", "MD5", Algorithm::Md5),
+        200
+    );
+    // Attributes change on the running server too.
+    let v = s
+        .rpc(
+            "subscriber.attr",
+            &["dora@127.0.0.1", "tariff=premium;lang=de"],
+        )
+        .unwrap();
+    assert_eq!(v["attrs"]["tariff"], "premium");
+    assert_eq!(v["attrs"]["lang"], "de");
+    assert!(
+        s.rpc("subscriber.attr", &["dora@127.0.0.1", "bad key=1"])
+            .is_err()
+    );
+}
+
+/// A script over the Lua auth API: REGISTER authenticated with www_authenticate; a MESSAGE
+/// authenticated with proxy_authenticate is answered with the user's `tariff` attribute in
+/// the reason phrase and whether consume_credentials removed the header.
+const AUTH_SCRIPT: &str = r#"
+function request_route()
+    if KSR.is_REGISTER() then
+        if KSR.auth.www_authenticate("127.0.0.1") < 0 then
+            return
+        end
+        KSR.registrar.save("location")
+        return
+    end
+    if KSR.is_MESSAGE() then
+        local rc = KSR.auth.proxy_authenticate("127.0.0.1")
+        if rc < 0 then
+            return
+        end
+        local removed = KSR.auth.consume_credentials()
+        local t = KSR.subscriber.attr("tariff") or "none"
+        KSR.sl.send_reply(200, "tariff " .. t .. " removed " .. removed .. " user " .. KSR.pv.get("$au"))
+        return
+    end
+    KSR.sl.send_reply(404, "Not Here")
+end
+"#;
+
+#[test]
+fn the_lua_auth_api_authenticates_reads_subscriber_attributes_and_consumes_credentials() {
+    let dir = temp_dir("auth-lua");
+    let file = dir.join("route.lua");
+    std::fs::write(&file, AUTH_SCRIPT).unwrap();
+    let set = format!("script.file=\"{}\"", file.display());
+    let s = server_with_auth(&["--set", &set]);
+    s.rpc("subscriber.attr", &["alice@127.0.0.1", "tariff=gold"])
+        .unwrap();
+    let ua = Ua::new();
+    assert_eq!(
+        register_authenticated(&s, &ua, "alice", "alice", "s3cret", "MD5", Algorithm::Md5),
+        200
+    );
+    let msg = |auth: &str, cseq: u32| {
+        format!(
+            "MESSAGE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bK{u}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=m1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: lua-auth\r\nCSeq: {cseq} MESSAGE\r\n{auth}Content-Length: 0\r\n\r\n",
+            a = ua.addr,
+            u = uniq()
+        )
+    };
+    ua.send(s.udp, msg("", 1).as_bytes());
+    let r = ua.expect_status(407);
+    let (realm, nonce) = nonce_for(&r, "MD5");
+    let cred = authorization(
+        &Cred {
+            user: "alice",
+            pass: "s3cret",
+            realm: &realm,
+            nonce: &nonce,
+            alg: Algorithm::Md5,
+            nc: 1,
+            method: "MESSAGE",
+            uri: "sip:bob@127.0.0.1",
+        },
+        "Proxy-Authorization",
+    );
+    ua.send(s.udp, msg(&cred, 2).as_bytes());
+    let r = ua.expect_status(200);
+    assert_eq!(
+        String::from_utf8_lossy(r.reason_bytes().unwrap()),
+        "tariff gold removed 1 user alice"
+    );
+}

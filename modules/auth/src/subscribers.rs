@@ -538,6 +538,39 @@ impl Subscribers {
         Ok(())
     }
 
+    /// Changes attributes of `user@domain`: each `name=value` of `changes` sets one, `name=`
+    /// (empty value) removes it; the others are kept. Returns the attributes now stored.
+    pub async fn set_attrs_async(
+        &self,
+        aor: &str,
+        changes: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, SubscriberError> {
+        let (user, domain) = parse_aor(aor)?;
+        let Some(mut row) = self.call(self.store.get_master(&user, &domain)).await? else {
+            return Err(SubscriberError::NotFound(format!("{user}@{domain}")));
+        };
+        let mut attrs = parse_attrs_json(&row.attrs);
+        for (k, v) in changes {
+            if v.is_empty() {
+                attrs.remove(k);
+            } else {
+                attrs.insert(k.clone(), v.clone());
+            }
+        }
+        row.attrs = attrs_json(&attrs)?;
+        row.updated = unix_now();
+        if !self.call(self.store.update(&row)).await? {
+            return Err(SubscriberError::NotFound(format!("{user}@{domain}")));
+        }
+        self.cache.written(
+            user.as_bytes(),
+            domain.as_bytes(),
+            Some(Arc::new(Subscriber::from_row(&row))),
+            Instant::now(),
+        );
+        Ok(attrs)
+    }
+
     /// One subscriber, read from the master (what an operator just changed).
     pub async fn show_async(&self, aor: &str) -> Result<Subscriber, SubscriberError> {
         let (user, domain) = parse_aor(aor)?;
@@ -665,6 +698,15 @@ impl Subscribers {
         self.block_on(self.set_enabled_async(aor, enabled))?
     }
 
+    /// [`set_attrs_async`](Self::set_attrs_async), blocking.
+    pub fn set_attrs(
+        &self,
+        aor: &str,
+        changes: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, SubscriberError> {
+        self.block_on(self.set_attrs_async(aor, changes))?
+    }
+
     /// [`show_async`](Self::show_async), blocking.
     pub fn show(&self, aor: &str) -> Result<Subscriber, SubscriberError> {
         self.block_on(self.show_async(aor))?
@@ -685,8 +727,8 @@ impl Subscribers {
         self.block_on(self.import_csv_async(reader))?
     }
 
-    /// Registers `subscriber.add`, `.rm`, `.passwd`, `.enable`, `.disable`, `.list`, `.show`
-    /// and `.import`. They run as tasks on this table's runtime.
+    /// Registers `subscriber.add`, `.rm`, `.passwd`, `.enable`, `.disable`, `.attr`, `.list`,
+    /// `.show` and `.import`. They run as tasks on this table's runtime.
     pub fn register_rpcs(self: &Arc<Self>, rpc: &RpcRegistry) {
         fn reg<F, Fut>(
             rpc: &RpcRegistry,
@@ -812,6 +854,24 @@ impl Subscribers {
                     .await
                     .map_err(err)?;
                 Ok(Value::Array(subs.iter().map(Subscriber::to_json).collect()))
+            },
+        );
+        reg(
+            rpc,
+            self,
+            "subscriber.attr",
+            "USER@DOMAIN NAME=VALUE[;NAME=VALUE...]",
+            "Set attributes of a subscriber (NAME= removes one); the others are kept.",
+            |s, p| async move {
+                let aor = param_str(&p, 0, "USER@DOMAIN")?;
+                let changes = parse_attrs(param_str(&p, 1, "NAME=VALUE")?).map_err(err)?;
+                if changes.is_empty() {
+                    return Err(RpcError::invalid_params(
+                        "give at least one NAME=VALUE (NAME= removes it)",
+                    ));
+                }
+                let attrs = s.set_attrs_async(aor, &changes).await.map_err(err)?;
+                Ok(json!({ "subscriber": aor, "attrs": attrs }))
             },
         );
         reg(
