@@ -468,6 +468,20 @@ fn a_burst_of_20000_registers_from_one_address_is_blocked_and_other_addresses_ar
     let list = s.rpc("pike.list", &[]).unwrap();
     assert!(list.to_string().contains("127.0.0.1"), "{list}");
     assert!(s.metrics().contains("geosip_pike"), "pike metrics exported");
+    // The operator lifts the block: the source is answered again at once.
+    s.rpc("pike.unblock", &["127.0.0.1"]).unwrap();
+    flood
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let r = request("OPTIONS", &format!("sip:{}", s.udp), fa, "UDP", "", "");
+    flood.send_to(r.as_bytes(), s.udp).unwrap();
+    let n = flood.recv(&mut b).expect("answered after pike.unblock");
+    assert!(
+        b[..n].starts_with(b"SIP/2.0 200"),
+        "{}",
+        String::from_utf8_lossy(&b[..n])
+    );
+    assert!(s.rpc("pike.unblock", &["not an ip"]).is_err());
 }
 
 /// A full REGISTER exchange: unauthenticated REGISTER, then the answer to its `alg`
