@@ -510,22 +510,32 @@ fn sipp_builtin_uac_gets_answers_from_the_server() {
 }
 
 #[test]
-fn the_server_listens_and_answers_over_ipv6() {
+fn the_server_listens_and_answers_over_ipv6_on_udp_and_tcp() {
     let Ok(ua) = std::net::UdpSocket::bind("[::1]:0") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "no IPv6 loopback on this CI machine"
+        );
         eprintln!("SKIPPED: no IPv6 loopback here");
         return;
     };
-    let s = Server::start(&["--listen", "udp:[::1]:0"]);
-    let v6 = s.rpc("core.sockets", &[]).unwrap();
-    let addr: std::net::SocketAddr = v6
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|x| x.as_str())
-        .find_map(|x| x.strip_prefix("udp:").filter(|a| a.starts_with('[')))
-        .expect("an IPv6 UDP socket")
-        .parse()
-        .unwrap();
+    let s = Server::start(&["--listen", "udp:[::1]:0", "--listen", "tcp:[::1]:0"]);
+    let socks = s.rpc("core.sockets", &[]).unwrap();
+    let v6 = |proto: &str| -> std::net::SocketAddr {
+        socks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x.as_str())
+            .find_map(|x| {
+                x.strip_prefix(&format!("{proto}:"))
+                    .filter(|a| a.starts_with('['))
+            })
+            .unwrap_or_else(|| panic!("an IPv6 {proto} socket in {socks}"))
+            .parse()
+            .unwrap()
+    };
+    let addr = v6("udp");
     let me = ua.local_addr().unwrap();
     let req = request("OPTIONS", &format!("sip:{addr}"), me, "UDP", "", "");
     ua.send_to(req.as_bytes(), addr).unwrap();
@@ -537,6 +547,39 @@ fn the_server_listens_and_answers_over_ipv6() {
         "{}",
         String::from_utf8_lossy(&b[..n])
     );
+    let taddr = v6("tcp");
+    let mut t = TcpUa::connect(taddr);
+    let req = request(
+        "OPTIONS",
+        &format!("sip:{taddr};transport=tcp"),
+        t.addr,
+        "TCP",
+        "",
+        "",
+    );
+    t.send(req.as_bytes());
+    t.expect_status(200);
+}
+
+#[test]
+fn a_tcp_message_with_a_header_section_over_the_limit_gets_513() {
+    let s = Server::start(&["--set", "transport.tcp_max_header_bytes=2000"]);
+    let tcp = s.tcp.unwrap();
+    let mut ua = TcpUa::connect(tcp);
+    let big = format!("X-Padding: {}\r\n", "p".repeat(3000));
+    let req = request(
+        "OPTIONS",
+        &format!("sip:{tcp};transport=tcp"),
+        ua.addr,
+        "TCP",
+        &big,
+        "",
+    );
+    ua.send(req.as_bytes());
+    let r = ua
+        .recv(Duration::from_secs(3))
+        .expect("an answer before close");
+    assert_eq!(r.status(), Some(513));
 }
 
 /// Relays every MESSAGE statefully to its Request-URI; answers OPTIONS.

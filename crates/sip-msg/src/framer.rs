@@ -220,12 +220,14 @@ impl StreamFramer {
         let Some(head_end) = head_end else {
             self.scanned = buf.len();
             if buf.len() > limit {
-                return Err(self.fail(FrameErrorKind::HeadersTooLarge, 513, true, None));
+                let head = partial_head(buf, limit);
+                return Err(self.fail(FrameErrorKind::HeadersTooLarge, 513, true, head));
             }
             return Ok(None);
         };
         if head_end > limit {
-            return Err(self.fail(FrameErrorKind::HeadersTooLarge, 513, true, None));
+            let head = partial_head(buf, limit);
+            return Err(self.fail(FrameErrorKind::HeadersTooLarge, 513, true, head));
         }
         let cl = match content_length(&buf[..head_end]) {
             Ok(Some(cl)) => cl,
@@ -268,6 +270,18 @@ impl StreamFramer {
             head,
         }
     }
+}
+
+/// The complete header lines among the first `limit` bytes, closed by an empty line, so that
+/// a request whose header section is too large can still be answered 513 with its Via, From,
+/// To, Call-ID and CSeq (when they came before the excess). `None` without a whole line.
+fn partial_head(buf: &BytesMut, limit: usize) -> Option<Bytes> {
+    let upto = &buf[..limit.min(buf.len())];
+    let last_nl = memchr::memrchr(b'\n', upto)?;
+    let mut head = Vec::with_capacity(last_nl + 3);
+    head.extend_from_slice(&upto[..=last_nl]);
+    head.extend_from_slice(b"\r\n");
+    Some(Bytes::from(head))
 }
 
 /// Content-Length of a header section: `Ok(None)` when absent, `Err` when malformed or when
@@ -399,6 +413,11 @@ mod tests {
         buf.extend_from_slice(&[b'X'; 200]);
         let e = f.decode(&mut buf).expect_err("too big");
         assert_eq!((e.status(), e.close()), (513, true));
+        // The complete lines before the excess come back, closed, to answer the 513 with.
+        assert_eq!(
+            e.head().map(|h| &h[..]),
+            Some(&b"OPTIONS sip:a@b SIP/2.0\r\n\r\n"[..])
+        );
     }
 
     #[test]
