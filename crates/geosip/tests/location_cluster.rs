@@ -626,3 +626,93 @@ fn bench_partitioned_location_throughput_and_failover_dip() {
         per_s.join(" ")
     );
 }
+
+/// The `[location]` example of the issue, exactly as written: two PostgreSQL servers on
+/// 25432/25433 (database `loc`) for group 1, two MariaDB databases for group 2.
+const ISSUE_TOML: &str = r#"[location]
+db_mode = "db-only"            # or "write-through", "write-back"
+partition_by = "user@domain"   # or "user"
+write_policy = "all"           # or "majority", "one"
+[[location.groups]]
+id = 1
+databases = ["postgres://postgres@127.0.0.1:25432/loc", "postgres://postgres@127.0.0.1:25433/loc"]
+[[location.groups]]
+id = 2
+databases = ["mysql://root@127.0.0.1:3306/loc2a", "mysql://root@127.0.0.1:3306/loc2b"]
+"#;
+
+#[test]
+fn the_location_example_of_the_documentation_runs_as_written() {
+    let (Some(a), Some(b)) = (
+        ThrowawayPostgres::start_on(25432),
+        ThrowawayPostgres::start_on(25433),
+    ) else {
+        return;
+    };
+    for pg in [&a, &b] {
+        let ok = std::process::Command::new("psql")
+            .arg(pg.url())
+            .args(["-qc", "CREATE DATABASE loc"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "CREATE DATABASE loc on {}", pg.port);
+    }
+    let maria = |sql: &str| {
+        let ok = std::process::Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "-P", "3306", "-uroot", "-e", sql])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok || std::env::var("CI").is_err(), "MariaDB: {sql}");
+        ok
+    };
+    if !maria("DROP DATABASE IF EXISTS loc2a; DROP DATABASE IF EXISTS loc2b; CREATE DATABASE loc2a; CREATE DATABASE loc2b") {
+        return;
+    }
+    let dir = temp_dir("issue-toml");
+    let cfg = dir.join("geosip.toml");
+    std::fs::write(
+        &cfg,
+        format!("[pike]\nwhitelist = [\"127.0.0.1\"]\n\n{ISSUE_TOML}"),
+    )
+    .unwrap();
+    let s = Server::start(&["--config", &cfg.to_string_lossy()]);
+    let c = cluster(&s);
+    assert_eq!(c["groups"].as_array().map(Vec::len), Some(2), "{c}");
+    let ua = Ua::new();
+    let users: Vec<String> = (0..40).map(|i| format!("doc{i}")).collect();
+    for u in &users {
+        let r = register(
+            u,
+            "127.0.0.1",
+            &format!("sip:{u}@{}", ua.addr),
+            ua.addr,
+            600,
+            &format!("d-{u}"),
+            1,
+            "",
+        );
+        ua.send(s.udp, r.as_bytes());
+        ua.expect_status(200);
+    }
+    let miss = missing_users(&s, &users);
+    assert!(miss.is_empty(), "{miss:?}");
+    for u in users.iter().step_by(9) {
+        call_reaches(&s, &ua, u);
+    }
+    // Both groups got users, on both databases each (write_policy = "all").
+    let m = s.metrics();
+    for g in ["1", "2"] {
+        for db in ["1", "2"] {
+            let series = format!("geosip_location_db_writes_total{{group=\"{g}\",db=\"{db}\"");
+            let line = m
+                .lines()
+                .find(|l| l.starts_with(&series))
+                .unwrap_or_else(|| panic!("{series} missing"));
+            let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            assert!(v > 0.0, "{line}");
+        }
+    }
+    drop(s);
+    maria("DROP DATABASE IF EXISTS loc2a; DROP DATABASE IF EXISTS loc2b");
+}

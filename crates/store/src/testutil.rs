@@ -280,6 +280,11 @@ pub struct ThrowawayPostgres {
 impl ThrowawayPostgres {
     /// Starts one; `None` (skip, or panic under CI) when the PostgreSQL binaries are missing.
     pub fn start() -> Option<ThrowawayPostgres> {
+        Self::start_on(free_port())
+    }
+
+    /// Starts one on `port` (which must be free).
+    pub fn start_on(port: u16) -> Option<ThrowawayPostgres> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .into_iter()
@@ -292,11 +297,7 @@ impl ThrowawayPostgres {
             return None;
         };
         let dir = temp_dir("pg");
-        let pg = ThrowawayPostgres {
-            port: free_port(),
-            dir,
-            bin,
-        };
+        let pg = ThrowawayPostgres { port, dir, bin };
         if is_root() {
             let _ = Command::new("chown")
                 .arg("-R")
