@@ -666,7 +666,9 @@ fn the_location_example_of_the_documentation_runs_as_written() {
         assert!(ok || std::env::var("CI").is_err(), "MariaDB: {sql}");
         ok
     };
-    if !maria("DROP DATABASE IF EXISTS loc2a; DROP DATABASE IF EXISTS loc2b; CREATE DATABASE loc2a; CREATE DATABASE loc2b") {
+    if !maria(
+        "DROP DATABASE IF EXISTS loc2a; DROP DATABASE IF EXISTS loc2b; CREATE DATABASE loc2a; CREATE DATABASE loc2b",
+    ) {
         return;
     }
     let dir = temp_dir("issue-toml");

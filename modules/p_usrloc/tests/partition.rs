@@ -702,3 +702,150 @@ fn the_cluster_table_works_on_mariadb_with_spares_and_status_changes() {
     assert_eq!(st["layout"]["version"], 1, "{st}");
     assert!((0..60).all(|i| found(&loc1, i)));
 }
+
+fn unix_s() -> i64 {
+    (now_ms() / 1000) as i64
+}
+
+#[test]
+fn reads_go_to_the_database_that_has_been_up_longest() {
+    let mut g = Guards::default();
+    let (Some(p), Some(c)) = (pg(2, &mut g), pg(1, &mut g)) else {
+        return;
+    };
+    let mut cfg = calm(config(vec![group(1, &p)], WritePolicy::All));
+    cfg.cluster_db_url = Some(c[0].clone());
+    cfg.expire_window_s = 5;
+    let rt = rt();
+    let (loc, b) = node(&rt, &cfg);
+    for i in 0..10 {
+        save(&loc, i).unwrap();
+    }
+    // Database 2 came back (failover) 1000 s ago, database 1 only 100 s ago: both are past
+    // the window and readable, and the one up longest serves the reads (p_usrloc's rule).
+    let set = |no1: i64, no2: i64| {
+        cluster_sql(
+            &rt,
+            &c[0],
+            &format!(
+                "UPDATE location_cluster SET failover = CASE no WHEN 1 THEN {no1} ELSE {no2} END WHERE id = 1"
+            ),
+        );
+        rt.block_on(b.reload_cluster()).unwrap();
+    };
+    let now = unix_s();
+    set(now - 100, now - 1000);
+    let (r1, r2) = (counter(&b, 1, 1, "reads"), counter(&b, 1, 2, "reads"));
+    for i in 0..10 {
+        assert!(found(&loc, i));
+    }
+    assert_eq!(
+        counter(&b, 1, 1, "reads"),
+        r1,
+        "the younger one is not read"
+    );
+    assert!(counter(&b, 1, 2, "reads") >= r2 + 10);
+    // Swap the ages: the reads follow.
+    set(now - 1000, now - 100);
+    let (r1, r2) = (counter(&b, 1, 1, "reads"), counter(&b, 1, 2, "reads"));
+    for i in 0..10 {
+        assert!(found(&loc, i));
+    }
+    assert!(counter(&b, 1, 1, "reads") >= r1 + 10);
+    assert_eq!(counter(&b, 1, 2, "reads"), r2);
+    let st = b.cluster_status();
+    assert_eq!(st["groups"][0]["read"], 1, "{st}");
+}
+
+#[test]
+fn write_through_keeps_every_group_current_and_a_new_node_reloads_from_them() {
+    let mut g = Guards::default();
+    let (Some(p), Some(m)) = (pg(2, &mut g), maria(2, &mut g)) else {
+        return;
+    };
+    let mut cfg = calm(config(vec![group(1, &p), group(2, &m)], WritePolicy::All));
+    cfg.db_mode = DbMode::WriteThrough;
+    let rt = rt();
+    let (loc, b) = node(&rt, &cfg);
+    assert_eq!(loc.mode(), DbMode::WriteThrough);
+    for i in 0..40 {
+        save(&loc, i).unwrap();
+    }
+    loc.unregister(&aor(0), now_ms()).unwrap();
+    // Written before the save returned: every database of each group holds its users now.
+    for (gid, urls) in [(1u32, &p), (2, &m)] {
+        let mut want: Vec<Vec<u8>> = (1..40)
+            .filter(|&i| b.group_of(&aor(i)) == Some(gid))
+            .map(aor)
+            .collect();
+        want.sort();
+        assert!(!want.is_empty());
+        for u in urls.iter() {
+            assert_eq!(aors_in(&rt, u), want, "group {gid} on {u}");
+        }
+    }
+    // A second node (or this one restarted) loads the table from every group.
+    let (loc2, _b2) = node(&rt, &cfg);
+    assert_eq!(loc2.stats().contacts, 39);
+    assert!(!found(&loc2, 0));
+    for i in 1..40 {
+        assert!(found(&loc2, i), "user {i}");
+    }
+}
+
+#[test]
+fn the_cluster_table_is_read_from_the_replica_url_and_status_changes_go_to_the_master() {
+    let mut g = Guards::default();
+    let (Some(p), Some(c)) = (pg(2, &mut g), pg(2, &mut g)) else {
+        return;
+    };
+    let (master, replica) = (c[0].clone(), c[1].clone());
+    let mut cfg = calm(config(vec![group(1, &p)], WritePolicy::All));
+    cfg.cluster_db_url = Some(master.clone());
+    let rt = rt();
+    // Seed the master from the TOML, then make the "replica" a copy of it.
+    {
+        let (_loc, _b) = node(&rt, &cfg);
+    }
+    let rows = {
+        let url = master.clone();
+        rt.block_on(async move {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query_as::<_, (i64, i64, String)>(
+                "SELECT id, no, url FROM location_cluster ORDER BY id, no",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+        })
+    };
+    assert_eq!(rows.len(), 2);
+    // The replica says database 2 is in maintenance: nodes read the replica.
+    {
+        let (_l, _b) = node(
+            &rt,
+            &geosip_p_usrloc::LocationConfig {
+                cluster_db_url: Some(replica.clone()),
+                ..cfg.clone()
+            },
+        );
+    }
+    cluster_sql(
+        &rt,
+        &replica,
+        "UPDATE location_cluster SET status = 2 WHERE id = 1 AND no = 2",
+    );
+    cfg.cluster_read_url = Some(replica.clone());
+    let (_loc, b) = node(&rt, &cfg);
+    assert_eq!(
+        state(&b, 1, 2),
+        Some(DbState::Maintenance),
+        "read from the replica"
+    );
+    // A status change is written to the master (the replica would get it by replication).
+    rt.block_on(b.set_status(1, 1, Status::Maintenance))
+        .unwrap();
+    assert_eq!(table_row(&rt, &master, 1, 1).map(|r| r.0), Some(2));
+    assert_eq!(table_row(&rt, &replica, 1, 1).map(|r| r.0), Some(1));
+}
