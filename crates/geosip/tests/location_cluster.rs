@@ -232,7 +232,23 @@ fn sipp_registers_10000_users_while_a_database_dies_and_every_user_stays_reachab
         "SIPp failures: {nonzero:?}\n{}",
         &err[..err.len().min(3000)]
     );
-    let _ = status;
+    let get = |k: &str| {
+        head.iter()
+            .position(|h| *h == k)
+            .and_then(|i| last.get(i))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (ok, failed, unexpected) = (
+        get("SuccessfulCall(C)"),
+        get("FailedCall(C)"),
+        get("FailedUnexpectedMessage(C)"),
+    );
+    assert_eq!(ok + failed, n as u64, "every scenario ran to an end: {stat}");
+    assert!(
+        failed <= unexpected,
+        "{failed} scenarios failed, only {unexpected} by a late answer (status {status:?})"
+    );
 
     // No REGISTER was lost: every user is found, through either node.
     let miss = missing_users(&a, &users);
