@@ -244,7 +244,11 @@ fn sipp_registers_10000_users_while_a_database_dies_and_every_user_stays_reachab
         get("FailedCall(C)"),
         get("FailedUnexpectedMessage(C)"),
     );
-    assert_eq!(ok + failed, n as u64, "every scenario ran to an end: {stat}");
+    assert_eq!(
+        ok + failed,
+        n as u64,
+        "every scenario ran to an end: {stat}"
+    );
     assert!(
         failed <= unexpected,
         "{failed} scenarios failed, only {unexpected} by a late answer (status {status:?})"

@@ -381,3 +381,37 @@ fn sipp_registers_10000_distinct_users_and_each_is_found() {
         "{stats}"
     );
 }
+
+#[test]
+fn geosip_ctl_ul_dump_and_ul_stats_are_readable_and_ul_rm_removes_an_aor() {
+    let s = Server::start(&[]);
+    let ua = Ua::new();
+    for u in ["dumpa", "dumpb"] {
+        assert_eq!(reg_once(&s, &ua, u, 600, "").status(), Some(200));
+    }
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_geosip"))
+            .args(["ctl", "--admin", &s.admin.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dump = ctl(&["ul.dump"]);
+    for u in ["dumpa", "dumpb"] {
+        assert!(dump.contains(&format!("sip:{u}@127.0.0.1")), "{dump}");
+        assert!(dump.contains(&format!("sip:{u}@{}", ua.addr)), "{dump}");
+    }
+    assert!(dump.contains("expires"), "{dump}");
+    assert!(!dump.trim_start().starts_with('{'), "not raw JSON: {dump}");
+    let stats = ctl(&["ul.stats"]);
+    assert!(stats.contains("contacts"), "{stats}");
+    ctl(&["ul.rm", "sip:dumpa@127.0.0.1"]);
+    assert!(lookup(&s, "dumpa").is_empty());
+    assert_eq!(lookup(&s, "dumpb").len(), 1);
+}
