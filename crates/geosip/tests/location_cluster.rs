@@ -118,7 +118,7 @@ fn call_reaches(s: &Server, callee: &Ua, user: &str) {
                 .is_some_and(|r| r.starts_with(format!("sip:{user}@").as_bytes()))
         {
             callee.send(
-                caller_via(&m),
+                via_addr(&m),
                 response_to(&m, 486, "Busy Here", Some("x"), "").as_bytes(),
             );
             break;
@@ -126,17 +126,6 @@ fn call_reaches(s: &Server, callee: &Ua, user: &str) {
         assert!(Instant::now() < deadline);
     }
     caller.expect_status(486);
-}
-
-fn caller_via(m: &sip_msg::SipMessage) -> std::net::SocketAddr {
-    let v = m.top_via().unwrap();
-    format!(
-        "{}:{}",
-        String::from_utf8_lossy(v.host().raw()),
-        v.port().unwrap_or(5060)
-    )
-    .parse()
-    .unwrap()
 }
 
 #[test]

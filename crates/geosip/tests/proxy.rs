@@ -266,23 +266,8 @@ fn parallel_forking_relays_the_first_2xx_and_cancels_the_other_branch() {
 #[test]
 fn serial_forking_tries_the_lower_q_contact_after_486_through_the_failure_route() {
     let s = Server::start(&[]);
-    let hi = Ua::new();
-    let lo = Ua::new();
-    for (ua, q) in [(&hi, "1.0"), (&lo, "0.5")] {
-        let r = register(
-            "frank",
-            "127.0.0.1",
-            &format!("sip:frank@{}>;q={q};x=<y", ua.addr),
-            ua.addr,
-            3600,
-            &format!("reg-{}", uniq()),
-            1,
-            "",
-        )
-        .replace(";x=<y>", "");
-        ua.send(s.udp, r.as_bytes());
-        ua.expect_status(200);
-    }
+    let (hi, lo) = (Ua::new(), Ua::new());
+    reg_two_q(&s, "frank", &hi, &lo);
     let caller = Ua::new();
     invite(&caller, &s, "frank");
     let ih = expect_request(&hi, "INVITE");

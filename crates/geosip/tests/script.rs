@@ -225,14 +225,7 @@ fn branch_route_reply_route_and_the_global_reply_route_run_from_lua() {
         "the branch route edited the branch: {}",
         text(&fwd)
     );
-    let via = fwd.top_via().unwrap();
-    let back: std::net::SocketAddr = format!(
-        "{}:{}",
-        String::from_utf8_lossy(via.host().raw()),
-        via.port().unwrap()
-    )
-    .parse()
-    .unwrap();
+    let back = via_addr(&fwd);
     callee.send(
         back,
         response_to(&fwd, 180, "Ringing", Some("b1"), "").as_bytes(),
@@ -283,14 +276,7 @@ fn branch_route_reply_route_and_the_global_reply_route_run_from_lua() {
             break m;
         }
     };
-    let via = fwd.top_via().unwrap();
-    let back: std::net::SocketAddr = format!(
-        "{}:{}",
-        String::from_utf8_lossy(via.host().raw()),
-        via.port().unwrap()
-    )
-    .parse()
-    .unwrap();
+    let back = via_addr(&fwd);
     callee.send(
         back,
         response_to(&fwd, 299, "Odd", Some("m1"), "").as_bytes(),
@@ -399,14 +385,7 @@ fn a_transaction_in_flight_survives_a_reload_and_runs_the_new_scripts_failure_ro
     )
     .unwrap();
     assert!(ctl(&s, &["cfg.reload"]).status.success());
-    let via = got.top_via().unwrap();
-    let back: std::net::SocketAddr = format!(
-        "{}:{}",
-        String::from_utf8_lossy(via.host().raw()),
-        via.port().unwrap()
-    )
-    .parse()
-    .unwrap();
+    let back = via_addr(&got);
     callee.send(
         back,
         response_to(&got, 486, "Busy Here", Some("zz"), "").as_bytes(),

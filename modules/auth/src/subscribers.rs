@@ -493,21 +493,22 @@ impl Subscribers {
         Ok(())
     }
 
-    /// Sets a new password (every HA1; the plaintext only with `store_plaintext`).
-    pub async fn passwd_async(&self, aor: &str, password: &str) -> Result<(), SubscriberError> {
+    /// Reads `user@domain` from the master, lets `change` modify the row, writes it back and
+    /// refreshes the cache (so this node sees the change at once). The row as written.
+    async fn modify(
+        &self,
+        aor: &str,
+        change: impl FnOnce(&mut SubscriberRow) -> Result<(), SubscriberError>,
+    ) -> Result<SubscriberRow, SubscriberError> {
         let (user, domain) = parse_aor(aor)?;
-        check_password(password)?;
+        let not_found = || SubscriberError::NotFound(format!("{user}@{domain}"));
         let Some(mut row) = self.call(self.store.get_master(&user, &domain)).await? else {
-            return Err(SubscriberError::NotFound(format!("{user}@{domain}")));
+            return Err(not_found());
         };
-        let fresh = self.row_for(&user, &domain, password, &BTreeMap::new(), unix_now())?;
-        row.ha1_md5 = fresh.ha1_md5;
-        row.ha1_sha256 = fresh.ha1_sha256;
-        row.ha1_sha512_256 = fresh.ha1_sha512_256;
-        row.password = fresh.password;
-        row.updated = fresh.updated;
+        change(&mut row)?;
+        row.updated = unix_now();
         if !self.call(self.store.update(&row)).await? {
-            return Err(SubscriberError::NotFound(format!("{user}@{domain}")));
+            return Err(not_found());
         }
         self.cache.written(
             user.as_bytes(),
@@ -515,27 +516,32 @@ impl Subscribers {
             Some(Arc::new(Subscriber::from_row(&row))),
             Instant::now(),
         );
-        Ok(())
+        Ok(row)
+    }
+
+    /// Sets a new password (every HA1; the plaintext only with `store_plaintext`).
+    pub async fn passwd_async(&self, aor: &str, password: &str) -> Result<(), SubscriberError> {
+        check_password(password)?;
+        self.modify(aor, |row| {
+            let fresh = self.row_for(&row.username, &row.domain, password, &BTreeMap::new(), 0)?;
+            row.ha1_md5 = fresh.ha1_md5;
+            row.ha1_sha256 = fresh.ha1_sha256;
+            row.ha1_sha512_256 = fresh.ha1_sha512_256;
+            row.password = fresh.password;
+            Ok(())
+        })
+        .await
+        .map(drop)
     }
 
     /// Enables or disables `user@domain`.
     pub async fn set_enabled_async(&self, aor: &str, enabled: bool) -> Result<(), SubscriberError> {
-        let (user, domain) = parse_aor(aor)?;
-        let Some(mut row) = self.call(self.store.get_master(&user, &domain)).await? else {
-            return Err(SubscriberError::NotFound(format!("{user}@{domain}")));
-        };
-        row.enabled = enabled;
-        row.updated = unix_now();
-        if !self.call(self.store.update(&row)).await? {
-            return Err(SubscriberError::NotFound(format!("{user}@{domain}")));
-        }
-        self.cache.written(
-            user.as_bytes(),
-            domain.as_bytes(),
-            Some(Arc::new(Subscriber::from_row(&row))),
-            Instant::now(),
-        );
-        Ok(())
+        self.modify(aor, |row| {
+            row.enabled = enabled;
+            Ok(())
+        })
+        .await
+        .map(drop)
     }
 
     /// Changes attributes of `user@domain`: each `name=value` of `changes` sets one, `name=`
@@ -545,30 +551,21 @@ impl Subscribers {
         aor: &str,
         changes: &BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, String>, SubscriberError> {
-        let (user, domain) = parse_aor(aor)?;
-        let Some(mut row) = self.call(self.store.get_master(&user, &domain)).await? else {
-            return Err(SubscriberError::NotFound(format!("{user}@{domain}")));
-        };
-        let mut attrs = parse_attrs_json(&row.attrs);
-        for (k, v) in changes {
-            if v.is_empty() {
-                attrs.remove(k);
-            } else {
-                attrs.insert(k.clone(), v.clone());
-            }
-        }
-        row.attrs = attrs_json(&attrs)?;
-        row.updated = unix_now();
-        if !self.call(self.store.update(&row)).await? {
-            return Err(SubscriberError::NotFound(format!("{user}@{domain}")));
-        }
-        self.cache.written(
-            user.as_bytes(),
-            domain.as_bytes(),
-            Some(Arc::new(Subscriber::from_row(&row))),
-            Instant::now(),
-        );
-        Ok(attrs)
+        let row = self
+            .modify(aor, |row| {
+                let mut attrs = parse_attrs_json(&row.attrs);
+                for (k, v) in changes {
+                    if v.is_empty() {
+                        attrs.remove(k);
+                    } else {
+                        attrs.insert(k.clone(), v.clone());
+                    }
+                }
+                row.attrs = attrs_json(&attrs)?;
+                Ok(())
+            })
+            .await?;
+        Ok(parse_attrs_json(&row.attrs))
     }
 
     /// One subscriber, read from the master (what an operator just changed).

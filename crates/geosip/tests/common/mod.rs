@@ -505,6 +505,19 @@ pub fn response_to(
     out
 }
 
+/// Where a response to `m` goes: its top Via's sent-by (what a UAS answering a request the
+/// proxy forwarded uses).
+pub fn via_addr(m: &SipMessage) -> SocketAddr {
+    let v = m.top_via().expect("a Via");
+    format!(
+        "{}:{}",
+        String::from_utf8_lossy(v.host().raw()),
+        v.port().unwrap_or(5060)
+    )
+    .parse()
+    .expect("an IP sent-by")
+}
+
 /// Whether a program is installed (for tests driving SIPp, sipsak, svwar). In CI a missing
 /// tool fails the test; elsewhere it is skipped loudly.
 pub fn have_tool(name: &str) -> bool {
