@@ -281,9 +281,10 @@ fn two_nodes_sharing_a_cluster_table_see_the_same_status_changes() {
     eventually("node 2 sees it off", 5, || {
         state(&n2, 2, 2) == Some(DbState::Off)
     });
-    assert_eq!(
-        counter(&n2, 2, 2, "errors"),
-        0,
+    // Node 2 may have touched it once (its start-up connect), but never reached the
+    // threshold itself: it learned "off" from the table.
+    assert!(
+        counter(&n2, 2, 2, "errors") < cfg.error_threshold,
         "node 2 learned it from the table"
     );
     assert!(n1.cluster_status()["node"]["failovers"].as_u64().unwrap() >= 1);
