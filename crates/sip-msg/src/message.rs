@@ -316,6 +316,12 @@ impl SipMessage {
         loop {
             let (name, name_end, vs, ve, line_end) = match fast_line(b, pos) {
                 Some(l) => l,
+                // The empty line ending the header section, without the call.
+                None if b.get(pos..pos + 2) == Some(b"\r\n") => {
+                    msg.headers_end = pos as u32;
+                    msg.body_start = (pos + 2) as u32;
+                    break;
+                }
                 None => match slow_line(b, pos) {
                     Line::Header(l) => l,
                     Line::Bad { line_end } => {
