@@ -392,8 +392,18 @@ impl SipMessage {
     /// Parses the routing headers (first line of each) into [`Routing`], in place.
     #[inline(never)]
     fn parse_routing(&mut self, b: &[u8]) {
-        if let Some((v, vs)) = self.first_value(b, HeaderName::Via) {
-            let p = &mut self.rt.via;
+        // As `first_value`, with the index borrowed once (a `SmallVec` checks whether it
+        // spilled at each look-up).
+        let hs: &[Entry] = &self.headers;
+        let first = &self.first;
+        let value = |name: HeaderName| {
+            let e = hs.get(usize::from(first[name as usize]))?;
+            let (s, t) = (e.value_start as usize, e.value_end as usize);
+            Some((b.get(s..t)?, s))
+        };
+        let rt = &mut self.rt;
+        if let Some((v, vs)) = value(HeaderName::Via) {
+            let p = &mut rt.via;
             if let Some(end) = p.sp.parse_canonical(v) {
                 p.set((vs, vs + end), vs + end);
             } else if let Ok((via, end)) = Via::parse_general(v) {
@@ -402,13 +412,11 @@ impl SipMessage {
                 p.set((s, s + via.raw().len()), vs + end);
             }
         }
-        for name in [HeaderName::From, HeaderName::To] {
-            if let Some((v, vs)) = self.first_value(b, name) {
-                let p = if name == HeaderName::From {
-                    &mut self.rt.from
-                } else {
-                    &mut self.rt.to
-                };
+        for (name, p) in [
+            (HeaderName::From, &mut rt.from),
+            (HeaderName::To, &mut rt.to),
+        ] {
+            if let Some((v, vs)) = value(name) {
                 // As `NameAddr::parse` (the value is trimmed): a value going on after the
                 // first name-addr is one malformed name-addr.
                 if let Ok((s, t, end)) = p.sp.parse_first(v) {
@@ -421,19 +429,19 @@ impl SipMessage {
                 }
             }
         }
-        if let Some((v, vs)) = self.first_value(b, HeaderName::Route) {
-            let p = &mut self.rt.route;
+        if let Some((v, vs)) = value(HeaderName::Route) {
+            let p = &mut rt.route;
             if let Ok((s, t, end)) = p.sp.parse_first(v) {
                 p.set((vs + s, vs + t), vs + end);
             }
         }
-        if let Some((v, vs)) = self.first_value(b, HeaderName::CSeq)
+        if let Some((v, vs)) = value(HeaderName::CSeq)
             && let Ok((c, ms, me)) = CSeq::parse_parts(v)
         {
-            self.rt.cseq = Some((c.seq, c.code, (vs + ms) as u32, (vs + me) as u32));
+            rt.cseq = Some((c.seq, c.code, (vs + ms) as u32, (vs + me) as u32));
         }
-        if let Some((v, _)) = self.first_value(b, HeaderName::MaxForwards) {
-            self.rt.max_forwards = parse_u64(v).and_then(|n| u8::try_from(n).ok());
+        if let Some((v, _)) = value(HeaderName::MaxForwards) {
+            rt.max_forwards = parse_u64(v).and_then(|n| u8::try_from(n).ok());
         }
     }
 
