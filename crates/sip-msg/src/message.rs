@@ -359,10 +359,7 @@ impl SipMessage {
         }
 
         // The first Content-Length line decides (RFC 3261 §20.14 allows one).
-        let content_length = msg
-            .first_value(b, HeaderName::ContentLength)
-            .map(|(v, _)| parse_u64(v));
-        msg.parse_routing(b);
+        let content_length = msg.parse_routing(b);
         msg.rt.content_length = content_length.flatten();
 
         // Body: Content-Length bytes when given; the rest of the datagram otherwise.
@@ -381,19 +378,13 @@ impl SipMessage {
         Ok(())
     }
 
-    /// Value of the first `name` line, as a slice of `b` (the message bytes during framing).
-    #[inline(always)]
-    fn first_value<'b>(&self, b: &'b [u8], name: HeaderName) -> Option<(&'b [u8], usize)> {
-        let e = self.headers.get(self.header_index(name)?)?;
-        let (s, t) = (e.value_start as usize, e.value_end as usize);
-        Some((b.get(s..t)?, s))
-    }
-
-    /// Parses the routing headers (first line of each) into [`Routing`], in place.
+    /// Parses the routing headers (first line of each) into [`Routing`], in place; returns
+    /// the parse of the first Content-Length line, when there is one.
     #[inline(never)]
-    fn parse_routing(&mut self, b: &[u8]) {
-        // As `first_value`, with the index borrowed once (a `SmallVec` checks whether it
-        // spilled at each look-up).
+    fn parse_routing(&mut self, b: &[u8]) -> Option<Option<u64>> {
+        // The value of the first `name` line, as a slice of `b` (the message bytes during
+        // framing), and where it starts; the index is borrowed once (a `SmallVec` checks
+        // whether it spilled at each look-up).
         let hs: &[Entry] = &self.headers;
         let first = &self.first;
         let value = |name: HeaderName| {
@@ -443,6 +434,7 @@ impl SipMessage {
         if let Some((v, _)) = value(HeaderName::MaxForwards) {
             rt.max_forwards = parse_u64(v).and_then(|n| u8::try_from(n).ok());
         }
+        value(HeaderName::ContentLength).map(|(v, _)| parse_u64(v))
     }
 
     /// The routing headers parsed during framing.
