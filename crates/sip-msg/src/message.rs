@@ -145,18 +145,6 @@ impl<T: Copy> Parsed<T> {
     }
 }
 
-impl Routing {
-    const NONE: Routing = Routing {
-        via: Parsed::none(ViaSpans::EMPTY),
-        from: Parsed::none(AddrSpans::EMPTY),
-        to: Parsed::none(AddrSpans::EMPTY),
-        route: Parsed::none(AddrSpans::EMPTY),
-        cseq: None,
-        max_forwards: None,
-        content_length: None,
-    };
-}
-
 /// A view of one header line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderLine<'a> {
@@ -216,7 +204,17 @@ impl SipMessage {
             body_start: 0,
             flags: 0,
             bad_line: 0,
-            rt: Routing::NONE,
+            // Field by field: each part is copied from its own small constant with a few
+            // vector moves, cheaper than one `memcpy` call for the whole (~300 bytes).
+            rt: Routing {
+                via: Parsed::none(ViaSpans::EMPTY),
+                from: Parsed::none(AddrSpans::EMPTY),
+                to: Parsed::none(AddrSpans::EMPTY),
+                route: Parsed::none(AddrSpans::EMPTY),
+                cseq: None,
+                max_forwards: None,
+                content_length: None,
+            },
             buf: Bytes::new(),
         });
         if let Ok(msg) = &mut r
