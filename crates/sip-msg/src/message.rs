@@ -280,7 +280,7 @@ impl SipMessage {
             // The version is usually the 7 bytes `SIP/2.0` after the last space.
             let last = match line.len().checked_sub(8) {
                 Some(k)
-                    if k > sp1 && line[k] == b' ' && !line[k + 1..].iter().any(|&c| c == b' ') =>
+                    if k > sp1 && line[k] == b' ' && line[k + 1..].iter().all(|&c| c != b' ') =>
                 {
                     k
                 }
