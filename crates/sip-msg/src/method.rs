@@ -63,25 +63,26 @@ impl MethodCode {
     #[inline]
     pub(crate) fn from_bytes(b: &[u8]) -> MethodCode {
         use MethodCode::*;
-        // Dispatch on length and first byte, then compare the whole name (case-sensitive).
-        let cand = match (b.len(), b.first()) {
-            (3, Some(b'A')) => (Ack, &b"ACK"[..]),
-            (3, Some(b'B')) => (Bye, &b"BYE"[..]),
-            (4, Some(b'I')) => (Info, &b"INFO"[..]),
-            (5, Some(b'P')) => (Prack, &b"PRACK"[..]),
-            (5, Some(b'R')) => (Refer, &b"REFER"[..]),
-            (6, Some(b'I')) => (Invite, &b"INVITE"[..]),
-            (6, Some(b'C')) => (Cancel, &b"CANCEL"[..]),
-            (6, Some(b'U')) => (Update, &b"UPDATE"[..]),
-            (6, Some(b'N')) => (Notify, &b"NOTIFY"[..]),
-            (7, Some(b'O')) => (Options, &b"OPTIONS"[..]),
-            (7, Some(b'M')) => (Message, &b"MESSAGE"[..]),
-            (7, Some(b'P')) => (Publish, &b"PUBLISH"[..]),
-            (8, Some(b'R')) => (Register, &b"REGISTER"[..]),
-            (9, Some(b'S')) => (Subscribe, &b"SUBSCRIBE"[..]),
-            _ => return Other,
-        };
-        if cand.1 == b { cand.0 } else { Other }
+        // Dispatch on length and first byte, then compare the whole name (case-sensitive), in
+        // each arm against a name of known length (a few loads and compares, no `memcmp`).
+        let is = |m: MethodCode, name: &[u8]| if b == name { m } else { Other };
+        match (b.len(), b.first()) {
+            (3, Some(b'A')) => is(Ack, b"ACK"),
+            (3, Some(b'B')) => is(Bye, b"BYE"),
+            (4, Some(b'I')) => is(Info, b"INFO"),
+            (5, Some(b'P')) => is(Prack, b"PRACK"),
+            (5, Some(b'R')) => is(Refer, b"REFER"),
+            (6, Some(b'I')) => is(Invite, b"INVITE"),
+            (6, Some(b'C')) => is(Cancel, b"CANCEL"),
+            (6, Some(b'U')) => is(Update, b"UPDATE"),
+            (6, Some(b'N')) => is(Notify, b"NOTIFY"),
+            (7, Some(b'O')) => is(Options, b"OPTIONS"),
+            (7, Some(b'M')) => is(Message, b"MESSAGE"),
+            (7, Some(b'P')) => is(Publish, b"PUBLISH"),
+            (8, Some(b'R')) => is(Register, b"REGISTER"),
+            (9, Some(b'S')) => is(Subscribe, b"SUBSCRIBE"),
+            _ => Other,
+        }
     }
 
     #[inline]

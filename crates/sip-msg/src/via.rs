@@ -71,6 +71,19 @@ const BRANCH_TOKEN: u8 = 8;
 /// The host is a valid dotted-quad IPv4 address (known since parsing).
 const HOST_IPV4_OK: u8 = 16;
 
+/// [`parse_port`] of bytes known to be digits (a `DIGIT` span): one to five of them, at most
+/// 65535.
+#[inline(always)]
+fn port_digits(d: &[u8]) -> Option<u16> {
+    if d.is_empty() || d.len() > 5 {
+        return None;
+    }
+    let p = d
+        .iter()
+        .fold(0u32, |p, &c| p * 10 + u32::from(c.wrapping_sub(b'0')));
+    u16::try_from(p).ok()
+}
+
 /// Kind of a sent-by host, and [`HOST_IPV4_OK`] when it is a valid IPv4 address: one parse
 /// instead of a classification now and a parse in [`Via::is_valid`].
 #[inline(always)]
@@ -227,7 +240,7 @@ impl ViaSpans {
         match v.get(j) {
             Some(b':') => {
                 let pe = span(v, j + 1, DIGIT);
-                self.port = parse_port(&v[j + 1..pe])?;
+                self.port = port_digits(&v[j + 1..pe])?;
                 self.flags |= HAS_PORT;
                 j = pe;
             }
