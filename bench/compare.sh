@@ -8,7 +8,8 @@
 #   MAX=1 bench/compare.sh            also max-rate searches (about 20 minutes)
 #   GEOSIP_ARGS="--set usrloc.db_mode=write-back" bench/compare.sh
 #
-# Env: REG_RATE (5000) CALL_RATE (500) DUR (15) RUNS (3) OUT (/tmp/geosip-compare-<time>)
+# Env: REG_RATE (5000) CALL_RATE (500) DUR (15) RUNS (3) MODES ("register call")
+#      OUT (/tmp/geosip-compare-<time>)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="${SHARED:-$ROOT/../shared/bench}"
@@ -58,10 +59,15 @@ run_pair() { # mode rate
 }
 
 { echo "date: $(date -Is)"; echo "nproc: $(nproc)"; echo "geosip: $("$BIN" --version)"; echo "kamailio: $(kamailio -v | head -1)"; echo "GEOSIP_ARGS: ${GEOSIP_ARGS:-}"; } | tee "$OUT/machine.txt"
-echo "== REGISTER at $REG_RATE/s, $DUR s, $RUNS runs each"
-run_pair register "$REG_RATE"
-echo "== calls at $CALL_RATE/s, $DUR s, $RUNS runs each"
-run_pair call "$CALL_RATE"
+MODES=${MODES:-register call}
+if [[ " $MODES " == *" register "* ]]; then
+    echo "== REGISTER at $REG_RATE/s, $DUR s, $RUNS runs each"
+    run_pair register "$REG_RATE"
+fi
+if [[ " $MODES " == *" call "* ]]; then
+    echo "== calls at $CALL_RATE/s, $DUR s, $RUNS runs each"
+    run_pair call "$CALL_RATE"
+fi
 
 if [[ -n "${MAX:-}" ]]; then
     echo "== max rates"

@@ -246,6 +246,17 @@ impl Core {
     /// would send it where it went before (482). A request that came back changed (a new
     /// Request-URI after a lookup, say) is a spiral and goes on.
     pub fn is_looped(&self, msg: &SipMessage) -> bool {
+        // Most requests carry no branch of ours at all: look for our marker in the raw Via
+        // lines before parsing any of them.
+        let marker = memchr::memmem::Finder::new(b"z9hG4bK");
+        let ours = msg.headers(HeaderName::Via).any(|v| {
+            marker
+                .find_iter(v)
+                .any(|at| matches!(v.get(at + 7), Some(b't' | b's')))
+        });
+        if !ours {
+            return false;
+        }
         let mut own = None;
         for via in msg.vias() {
             let Some(br) = via.branch() else { continue };

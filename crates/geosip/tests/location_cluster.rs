@@ -74,26 +74,33 @@ fn wait_state(s: &Server, g: u64, no: u64, want: &str, within: Duration) {
 
 /// ul.lookup of many AORs in one JSON-RPC batch; returns the users with no contact.
 fn missing_users(s: &Server, users: &[String]) -> Vec<String> {
-    let batch: Vec<Value> = users
-        .iter()
-        .enumerate()
-        .map(|(i, u)| serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "ul.lookup", "params": [format!("sip:{u}@127.0.0.1")]}))
-        .collect();
-    let resp = http(s.admin, "POST", "/RPC", &Value::Array(batch).to_string());
-    let v: Value = serde_json::from_str(&resp).unwrap();
-    let mut found = vec![false; users.len()];
-    for r in v.as_array().unwrap() {
-        let i = r["id"].as_u64().unwrap() as usize;
-        found[i] = r["result"]["contacts"]
-            .as_array()
-            .is_some_and(|c| !c.is_empty());
+    // In JSON-RPC batches of 2,000 (the admin interface caps request bodies).
+    let mut missing = Vec::new();
+    for chunk in users.chunks(2000) {
+        let batch: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, u)| serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "ul.lookup", "params": [format!("sip:{u}@127.0.0.1")]}))
+            .collect();
+        let resp = http(s.admin, "POST", "/RPC", &Value::Array(batch).to_string());
+        let v: Value = serde_json::from_str(&resp)
+            .unwrap_or_else(|e| panic!("ul.lookup batch: {e}: {}", &resp[..resp.len().min(300)]));
+        let mut found = vec![false; chunk.len()];
+        for r in v.as_array().unwrap() {
+            let i = r["id"].as_u64().unwrap() as usize;
+            found[i] = r["result"]["contacts"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty());
+        }
+        missing.extend(
+            chunk
+                .iter()
+                .zip(found)
+                .filter(|(_, f)| !f)
+                .map(|(u, _)| u.clone()),
+        );
     }
-    users
-        .iter()
-        .zip(found)
-        .filter(|(_, f)| !f)
-        .map(|(u, _)| u.clone())
-        .collect()
+    missing
 }
 
 /// Calls `user` and checks the INVITE reaches `callee` (then declines it).

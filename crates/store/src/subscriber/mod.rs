@@ -12,6 +12,7 @@
 
 pub mod schema;
 pub mod sql;
+mod sync_remote;
 mod sync_sqlite;
 
 use crate::{StoreConfig, StoreError, StoreResult, StoreUrl};

@@ -9,6 +9,7 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
 use super::SubscriberRow;
+use super::sync_remote::{RemoteKind, SyncRemoteReader};
 use super::sync_sqlite::SyncSqliteReader;
 use crate::location::schema::Dialect;
 use crate::location::sql::SqlPool;
@@ -21,6 +22,8 @@ pub struct SqlSubscribers {
     target: String,
     /// In-process reads of an SQLite file (see [`SyncSqliteReader`]).
     sync: Option<SyncSqliteReader>,
+    /// Reads of PostgreSQL / MySQL on the calling thread (see [`SyncRemoteReader`]).
+    remote: Option<SyncRemoteReader>,
 }
 
 impl SqlSubscribers {
@@ -38,10 +41,18 @@ impl SqlSubscribers {
             }
             _ => None,
         };
+        let remote = match url {
+            StoreUrl::Postgres(u) => {
+                Some(SyncRemoteReader::new(RemoteKind::Postgres, u, cfg.timeout))
+            }
+            StoreUrl::MySql(u) => Some(SyncRemoteReader::new(RemoteKind::MySql, u, cfg.timeout)),
+            _ => None,
+        };
         Ok(SqlSubscribers {
             pool: SqlPool::connect_lazy(url, cfg)?,
             target: url.redacted(),
             sync,
+            remote,
         })
     }
 
@@ -51,13 +62,18 @@ impl SqlSubscribers {
             pool,
             target,
             sync: None,
+            remote: None,
         }
     }
 
-    /// Reads one subscriber on the calling thread when the table is an SQLite file; `None`
-    /// means "use [`get`](Self::get)" (another backend, or the synchronous read failed).
+    /// Reads one subscriber on the calling thread (an SQLite file in-process; PostgreSQL and
+    /// MySQL over a connection driven by this thread); `None` means "use [`get`](Self::get)"
+    /// (the synchronous read failed or cannot run here).
     pub fn get_sync(&self, username: &str, domain: &str) -> Option<Option<SubscriberRow>> {
-        self.sync.as_ref()?.get(username, domain)
+        if let Some(r) = &self.sync {
+            return r.get(username, domain);
+        }
+        self.remote.as_ref()?.get(username, domain)
     }
 
     /// Redacted URL.
@@ -315,15 +331,18 @@ macro_rules! dialect {
                 Ok(())
             }
 
-            pub(super) async fn get(
-                pool: &$pool,
+            pub(super) async fn get<'e, E>(
+                ex: E,
                 username: &str,
                 domain: &str,
-            ) -> StoreResult<Option<SubscriberRow>> {
+            ) -> StoreResult<Option<SubscriberRow>>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
                 let row = sqlx::query(SQL.get)
                     .bind(username.to_string())
                     .bind(domain.to_string())
-                    .fetch_optional(pool)
+                    .fetch_optional(ex)
                     .await?;
                 row.as_ref().map(decode).transpose()
             }
@@ -469,3 +488,21 @@ dialect!(
     bool_in,
     bool_out
 );
+
+/// The per-dialect `get`, for [`SyncRemoteReader`].
+pub(super) async fn get_pg(
+    c: &mut sqlx::postgres::PgConnection,
+    username: &str,
+    domain: &str,
+) -> StoreResult<Option<SubscriberRow>> {
+    postgres::get(c, username, domain).await
+}
+
+/// The per-dialect `get`, for [`SyncRemoteReader`].
+pub(super) async fn get_mysql(
+    c: &mut sqlx::mysql::MySqlConnection,
+    username: &str,
+    domain: &str,
+) -> StoreResult<Option<SubscriberRow>> {
+    mysql::get(c, username, domain).await
+}
