@@ -154,11 +154,14 @@ pub struct Tm {
     /// Branches whose first send opened a stream connection, by remote address: when the
     /// connection attempt fails later (asynchronously), those branches get their transport
     /// error (503, RFC 3261 §8.1.3.1) at once instead of waiting for their timer. Bounded.
-    connecting: parking_lot::Mutex<HashMap<SocketAddr, SmallVec<[(u64, u32, u8); 4]>>>,
+    connecting: parking_lot::Mutex<HashMap<SocketAddr, Waiting>>,
     /// Failed sends reported by the transport (on its own threads), handled by the timer
     /// thread: failure routes must not run on the I/O runtime. Bounded.
     failed_sends: parking_lot::Mutex<Vec<Destination>>,
 }
+
+/// Branches waiting on one connection attempt: (transaction id, salt, branch index).
+type Waiting = SmallVec<[(u64, u32, u8); 4]>;
 
 /// Most addresses tracked in [`Tm::connecting`] (past this it is cleared: a branch that is
 /// forgotten still ends by its timer).
