@@ -235,18 +235,7 @@ fn parallel_forking_relays_the_first_2xx_and_cancels_the_other_branch() {
     let b = Ua::new();
     reg(&s, &a, "erin", None);
     // A second contact for the same AOR, same q: both ring in parallel.
-    let r = register(
-        "erin",
-        "127.0.0.1",
-        &format!("sip:erin@{}", b.addr),
-        b.addr,
-        3600,
-        &format!("reg-{}", uniq()),
-        1,
-        "",
-    );
-    b.send(s.udp, r.as_bytes());
-    b.expect_status(200);
+    reg(&s, &b, "erin", None);
     let caller = Ua::new();
     invite(&caller, &s, "erin");
     let ia = expect_request(&a, "INVITE");
@@ -346,18 +335,7 @@ fn every_2xx_of_a_forked_invite_is_forwarded_to_the_caller() {
     let s = Server::start(&[]);
     let (a, b) = (Ua::new(), Ua::new());
     reg(&s, &a, "ivy", None);
-    let r = register(
-        "ivy",
-        "127.0.0.1",
-        &format!("sip:ivy@{}", b.addr),
-        b.addr,
-        3600,
-        &format!("reg-{}", uniq()),
-        1,
-        "",
-    );
-    b.send(s.udp, r.as_bytes());
-    b.expect_status(200);
+    reg(&s, &b, "ivy", None);
     let caller = Ua::new();
     invite(&caller, &s, "ivy");
     let ia = expect_request(&a, "INVITE");

@@ -20,6 +20,34 @@ fn script_answering(code: u16) -> String {
     )
 }
 
+/// A server running `code` as its routing script; the script's path, to rewrite and reload.
+fn with_script(tag: &str, code: &str) -> (Server, std::path::PathBuf) {
+    let file = temp_dir(tag).join("route.lua");
+    std::fs::write(&file, code).unwrap();
+    let set = format!("script.file=\"{}\"", file.display());
+    (Server::start(&["--set", &set]), file)
+}
+
+/// Sends `method` from `caller` through the server to `sip:bob@<callee>` and returns the
+/// request as the callee got it.
+fn through_to(s: &Server, caller: &Ua, callee: &Ua, method: &str) -> sip_msg::SipMessage {
+    let req = request(
+        method,
+        &format!("sip:bob@{}", callee.addr),
+        caller.addr,
+        "UDP",
+        "",
+        "",
+    );
+    caller.send(s.udp, req.as_bytes());
+    loop {
+        let m = callee.expect(method);
+        if m.method_bytes() == Some(method.as_bytes()) {
+            break m;
+        }
+    }
+}
+
 fn options_status(s: &Server, ua: &Ua) -> u16 {
     let req = request("OPTIONS", &format!("sip:{}", s.udp), ua.addr, "UDP", "", "");
     ua.send(s.udp, req.as_bytes());
@@ -201,23 +229,10 @@ end
 
 #[test]
 fn branch_route_reply_route_and_the_global_reply_route_run_from_lua() {
-    let dir = temp_dir("routes");
-    let file = dir.join("route.lua");
-    std::fs::write(&file, ROUTES).unwrap();
-    let set = format!("script.file=\"{}\"", file.display());
-    let s = Server::start(&["--set", &set]);
+    let (s, _) = with_script("routes", ROUTES);
     let caller = Ua::new();
     let callee = Ua::new();
-    let inv = request(
-        "INVITE",
-        &format!("sip:bob@{}", callee.addr),
-        caller.addr,
-        "UDP",
-        "",
-        "",
-    );
-    caller.send(s.udp, inv.as_bytes());
-    let fwd = callee.expect("the INVITE");
+    let fwd = through_to(&s, &caller, &callee, "INVITE");
     assert_eq!(fwd.method_bytes(), Some(&b"INVITE"[..]));
     assert_eq!(
         fwd.header_by_name(b"X-Branch-Route"),
@@ -261,21 +276,7 @@ fn branch_route_reply_route_and_the_global_reply_route_run_from_lua() {
     );
 
     // Stateless: the replies match no transaction and still go through reply_route.
-    let msg = request(
-        "MESSAGE",
-        &format!("sip:bob@{}", callee.addr),
-        caller.addr,
-        "UDP",
-        "",
-        "",
-    );
-    caller.send(s.udp, msg.as_bytes());
-    let fwd = loop {
-        let m = callee.expect("the MESSAGE");
-        if m.method_bytes() == Some(&b"MESSAGE"[..]) {
-            break m;
-        }
-    };
+    let fwd = through_to(&s, &caller, &callee, "MESSAGE");
     let back = via_addr(&fwd);
     callee.send(
         back,
@@ -353,27 +354,12 @@ end
 
 #[test]
 fn a_transaction_in_flight_survives_a_reload_and_runs_the_new_scripts_failure_route() {
-    let dir = temp_dir("script-inflight");
-    let file = dir.join("route.lua");
-    std::fs::write(&file, failure_script("-- v1: let the failure through")).unwrap();
-    let set = format!("script.file=\"{}\"", file.display());
-    let s = Server::start(&["--set", &set]);
-    let (caller, callee) = (Ua::new(), Ua::new());
-    let inv = request(
-        "INVITE",
-        &format!("sip:bob@{}", callee.addr),
-        caller.addr,
-        "UDP",
-        "",
-        "",
+    let (s, file) = with_script(
+        "script-inflight",
+        &failure_script("-- v1: let the failure through"),
     );
-    caller.send(s.udp, inv.as_bytes());
-    let got = loop {
-        let m = callee.expect("INVITE");
-        if m.is_request() {
-            break m;
-        }
-    };
+    let (caller, callee) = (Ua::new(), Ua::new());
+    let got = through_to(&s, &caller, &callee, "INVITE");
     assert_eq!(
         s.metric("geosip_tm_transactions{type=\"invite\"}"),
         Some(1.0)
