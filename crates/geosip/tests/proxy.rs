@@ -40,6 +40,18 @@ fn invite(caller: &Ua, s: &Server, user: &str) -> (String, String) {
     (msg, call_id)
 }
 
+/// The CANCEL of an INVITE built by [`invite`]: same R-URI, Via, From, To, Call-ID and CSeq
+/// number (RFC 3261 §9.1).
+fn cancel_of(inv_text: &str) -> String {
+    inv_text
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace(
+            "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
+            "Content-Length: 0\r\n\r\n",
+        )
+}
+
 /// Receives the next request with `method`, skipping anything else.
 fn expect_request(ua: &Ua, method: &str) -> SipMessage {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -188,15 +200,7 @@ fn cancel_before_answer_gets_200_and_487_and_the_callee_gets_the_cancel() {
     let inv = expect_request(&callee, "INVITE");
     answer(&callee, &inv, 180, "Ringing", "t9");
     caller.expect_status(180);
-    // CANCEL: same R-URI, Via, From, To, Call-ID, CSeq number.
-    let cancel = inv_text
-        .replacen("INVITE sip:", "CANCEL sip:", 1)
-        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
-        .replace(
-            "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
-            "Content-Length: 0\r\n\r\n",
-        );
-    caller.send(s.udp, cancel.as_bytes());
+    caller.send(s.udp, cancel_of(&inv_text).as_bytes());
     let c = caller.expect_status(200);
     assert_eq!(c.cseq().unwrap().method.as_bytes(), b"CANCEL");
     let fwd_cancel = expect_request(&callee, "CANCEL");
@@ -313,14 +317,7 @@ fn serial_forking_stops_after_a_cancel_and_the_caller_gets_487() {
     let ih = expect_request(&hi, "INVITE");
     answer(&hi, &ih, 180, "Ringing", "th");
     caller.expect_status(180);
-    let cancel = inv_text
-        .replacen("INVITE sip:", "CANCEL sip:", 1)
-        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
-        .replace(
-            "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
-            "Content-Length: 0\r\n\r\n",
-        );
-    caller.send(s.udp, cancel.as_bytes());
+    caller.send(s.udp, cancel_of(&inv_text).as_bytes());
     caller.expect_status(200);
     let c = expect_request(&hi, "CANCEL");
     answer(&hi, &c, 200, "OK", "th");
