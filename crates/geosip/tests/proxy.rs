@@ -292,6 +292,21 @@ fn reg_two_q(s: &Server, user: &str, hi: &Ua, lo: &Ua) {
 }
 
 #[test]
+fn serial_forking_tries_the_lower_q_contact_when_the_first_times_out_408() {
+    let s = Server::start(&["--set", "tm.fr_timer=800", "--set", "tm.fr_inv_timer=800"]);
+    let (hi, lo) = (Ua::new(), Ua::new());
+    reg_two_q(&s, "kate", &hi, &lo);
+    let caller = Ua::new();
+    invite(&caller, &s, "kate");
+    let _ = expect_request(&hi, "INVITE");
+    // hi never answers: after fr_timer its branch ends as 408 and the q=0.5 group is tried.
+    let il = expect_request(&lo, "INVITE");
+    answer(&lo, &il, 200, "OK", "tk");
+    let ok = caller.expect_status(200);
+    assert_eq!(ok.to_tag(), Some(&b"tk"[..]));
+}
+
+#[test]
 fn serial_forking_stops_after_a_6xx_and_the_caller_gets_it() {
     let s = Server::start(&[]);
     let (hi, lo) = (Ua::new(), Ua::new());
