@@ -217,9 +217,11 @@ impl Core {
 
     /// The loop hash of a request whose Request-URI is (or will be) `ruri`: over the fields
     /// RFC 3261 §16.6 step 8 names (Request-URI, To tag, From tag, Call-ID, CSeq number,
-    /// Proxy-Require, Proxy-Authorization). Route is left out: the Route set we send differs
-    /// from the one we received by our own entries, and a request that comes back with the
-    /// same Request-URI and dialog identifiers goes where it went before.
+    /// Proxy-Require, Proxy-Authorization, Route). Of the Route set only the entries that are
+    /// not ours count: we remove our own before forwarding, so the set we send and the set a
+    /// looped request comes back with agree on them, while a request that spirals through an
+    /// application server (our entry, the server's, ours again) arrives with a shorter set
+    /// and is told apart.
     pub fn loop_hash(&self, msg: &SipMessage, ruri: &[u8]) -> u64 {
         let mut h = xxhash_rust::xxh3::Xxh3::with_seed(self.secret ^ 0x6c6f_6f70);
         h.update(ruri);
@@ -237,6 +239,12 @@ impl Core {
         for v in msg.headers(HeaderName::ProxyAuthorization) {
             h.update(v);
             h.update(b"\0");
+        }
+        for r in msg.routes() {
+            if r.uri().is_ok_and(|u| !self.myself.is_myself_uri(&u)) {
+                h.update(r.uri_raw());
+                h.update(b"\0");
+            }
         }
         h.digest()
     }

@@ -702,3 +702,35 @@ fn a_stateless_script_forwards_requests_and_replies_without_transactions() {
         "{st}"
     );
 }
+
+#[test]
+fn an_in_dialog_request_that_spirals_through_an_application_server_is_routed_not_a_loop() {
+    let s = Server::start(&[]);
+    let (app, bob, alice) = (Ua::new(), Ua::new(), Ua::new());
+    // The Route set of a dialog that both proxy passes record-routed: us, the application
+    // server, us again.
+    let us = format!("<sip:{};lr>", s.udp);
+    let routes = vec![us.clone(), format!("<sip:{};lr>", app.addr), us];
+    let target = format!("sip:bob@{}", bob.addr);
+    let call_id = format!("spiral-{}", uniq());
+    in_dialog(&alice, &s, "BYE", &target, &routes, &call_id, "fa", "tb", 2);
+    let at_app = expect_request(&app, "BYE");
+    // The application server routes it on: its own Route entry removed, its Via on top; the
+    // Request-URI, tags, Call-ID and CSeq are those of the request it got from us (which
+    // carries our Via with its loop hash): only the Route set differs.
+    let raw = String::from_utf8_lossy(at_app.as_bytes()).into_owned();
+    let line_end = raw.find("\r\n").unwrap();
+    let rest = raw[line_end + 2..].replace(&format!("<sip:{};lr>, ", app.addr), "");
+    let back = format!(
+        "{}\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKapp{}\r\n{}",
+        &raw[..line_end],
+        app.addr,
+        uniq(),
+        rest
+    );
+    assert!(back.contains("Route: "), "{back}");
+    app.send(s.udp, back.as_bytes());
+    let at_bob = expect_request(&bob, "BYE");
+    assert_eq!(at_bob.vias().count(), 4, "alice, us, the app server, us");
+    assert_eq!(at_bob.routes().count(), 0);
+}
