@@ -15,8 +15,10 @@ use sqlx::Connection;
 
 use super::SubscriberRow;
 
-/// Idle connections kept (about one per SIP worker thread).
-const MAX_IDLE: usize = 8;
+/// Idle connections kept: one per SIP worker thread that reads at the same time (workers are
+/// one per CPU for UDP plus the TCP workers), so a busy server does not reconnect per read.
+/// Connections are only opened when that many reads overlap.
+const MAX_IDLE: usize = 64;
 
 /// After a failure (the server is down, a timeout), this path is skipped for a while: the
 /// caller uses the pool, which reports the error and recovers as every backend does.
