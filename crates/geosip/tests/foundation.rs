@@ -240,23 +240,12 @@ fn metrics_expose_message_counters_by_method_and_build_info() {
         .metric("geosip_net_rx_bytes_total{proto=\"udp\"}")
         .unwrap();
     assert!(rx_udp >= 3.0 * 200.0, "{rx_udp}");
-    let tcp = s.tcp.unwrap();
-    let mut t = TcpUa::connect(tcp);
-    let req = request(
-        "OPTIONS",
-        &format!("sip:{tcp};transport=tcp"),
-        t.addr,
-        "TCP",
-        "",
-        "",
-    );
-    t.send(req.as_bytes());
-    t.expect_status(200);
+    let req_len = tcp_options_ok(s.tcp.unwrap());
     assert!(s.wait_metric("geosip_tcp_connections", 1.0).is_some());
     let rx_tcp = s
         .metric("geosip_net_rx_bytes_total{proto=\"tcp\"}")
         .unwrap();
-    assert_eq!(rx_tcp, req.len() as f64);
+    assert_eq!(rx_tcp, req_len as f64);
     assert!(
         s.metric("geosip_net_tx_bytes_total{proto=\"tcp\"}")
             .unwrap()
@@ -553,11 +542,16 @@ fn the_server_listens_and_answers_over_ipv6_on_udp_and_tcp() {
         "{}",
         String::from_utf8_lossy(&b[..n])
     );
-    let taddr = v6("tcp");
-    let mut t = TcpUa::connect(taddr);
+    tcp_options_ok(v6("tcp"));
+}
+
+/// Connects to `addr` over TCP, sends an OPTIONS to the server and expects 200 on the same
+/// connection; the length of the request sent.
+fn tcp_options_ok(addr: std::net::SocketAddr) -> usize {
+    let mut t = TcpUa::connect(addr);
     let req = request(
         "OPTIONS",
-        &format!("sip:{taddr};transport=tcp"),
+        &format!("sip:{addr};transport=tcp"),
         t.addr,
         "TCP",
         "",
@@ -565,6 +559,7 @@ fn the_server_listens_and_answers_over_ipv6_on_udp_and_tcp() {
     );
     t.send(req.as_bytes());
     t.expect_status(200);
+    req.len()
 }
 
 #[test]
