@@ -5,6 +5,7 @@
 #   bench/auth.sh                      geosip's subscriber table in the embedded SQLite
 #   PG=1 bench/auth.sh                 geosip's subscriber table in PostgreSQL (127.0.0.1:5432)
 # Env: USERS (20000) RATE (2000) RUNS (3) OUT (/tmp/geosip-auth-<time>)
+#      GEOSIP_SET: more `--set` for geosip, space-separated (e.g. "auth.batch_reads=false")
 # Kamailio reads its subscriber table with db_sqlite (package kamailio-sqlite-modules), or with
 # db_postgres (kamailio-postgres-modules) when PG=1, one query per authentication, as auth_db
 # does: both servers read the same kind of database.
@@ -48,6 +49,7 @@ fi
 
 GARGS=(--set auth.enabled=true --set 'auth.algorithms=["MD5"]' --set usrloc.db_mode=memory
        --set 'pike.whitelist=["127.0.0.1"]' --set log.level=warn)
+for kv in ${GEOSIP_SET:-}; do GARGS+=(--set "$kv"); done
 if [[ -n "${PG:-}" ]]; then
     DB="geosip_bench_auth"
     psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null

@@ -152,6 +152,14 @@ pub struct MsgCtx {
     pub on_branch: Option<std::sync::Arc<str>>,
     /// Reply route armed with `t_on_reply`.
     pub on_reply: Option<std::sync::Arc<str>>,
+    /// The request may be set aside while its subscriber is read (batched reads, see the auth
+    /// module): a fresh request in `request_route` that has no transaction, reply or relay yet.
+    pub park_ok: bool,
+    /// Set aside: the script stopped and the request runs again once this subscriber (user,
+    /// domain) is cached.
+    pub park: Option<(Bytes, Bytes)>,
+    /// This is such a second run: side effects of the first (flood counters) are not repeated.
+    pub resumed: bool,
 }
 
 impl MsgCtx {
@@ -178,6 +186,9 @@ impl MsgCtx {
             on_failure: None,
             on_branch: None,
             on_reply: None,
+            park_ok: false,
+            park: None,
+            resumed: false,
         }
     }
 

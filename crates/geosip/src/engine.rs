@@ -8,9 +8,11 @@
 //!                                          ─▶ request_route() of the Lua script
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use bytes::Bytes;
+use geosip_auth::Auth;
 use geosip_core::Core;
 use geosip_core::ctx::{MsgCtx, RxInfo, ViaStamp};
 use geosip_core::stats::{class_index, method_index};
@@ -26,8 +28,11 @@ pub struct Engine {
     pub script: Arc<ScriptEngine>,
     pub tm: Arc<Tm>,
     pub protect: Arc<Protect>,
+    pub auth: Arc<Auth>,
     /// `overload.stale_ms`: new requests queued longer than this are dropped.
     pub stale: std::time::Duration,
+    /// Itself, for requests set aside while their subscriber is read ([`Engine::resume`]).
+    pub me: Weak<Engine>,
 }
 
 impl Engine {
@@ -64,20 +69,24 @@ impl Engine {
         }
     }
 
-    fn on_request(&self, msg: SipMessage, info: RxInfo, now: Instant) {
+    /// A request: `resumed` when it runs again after a batched subscriber read (it was
+    /// counted and admitted the first time).
+    fn on_request(&self, msg: SipMessage, info: RxInfo, now: Instant, resumed: bool) {
         let stats = &self.core.stats;
-        stats.rx_requests[method_index(msg.method())].inc();
-        // Admission first: flood, rate-limit and overload decisions need only the method, the
-        // To tag and the source, and shedding must cost as little as possible, so they come
-        // before validation and everything else (in-dialog requests are never shed).
-        let verdict = self.protect.check_msg(&msg, info.src.ip(), now);
-        if verdict != Verdict::Accept {
-            if let Some(via) = msg.top_via() {
-                let stamp = ViaStamp::compute(&via, info.src, self.core.cfg.force_rport);
-                let mut ctx = MsgCtx::new(msg, info, now, stamp);
-                self.protect.respond(&self.core, &mut ctx, verdict);
+        if !resumed {
+            stats.rx_requests[method_index(msg.method())].inc();
+            // Admission first: flood, rate-limit and overload decisions need only the method,
+            // the To tag and the source, and shedding must cost as little as possible, so they
+            // come before validation and everything else (in-dialog requests are never shed).
+            let verdict = self.protect.check_msg(&msg, info.src.ip(), now);
+            if verdict != Verdict::Accept {
+                if let Some(via) = msg.top_via() {
+                    let stamp = ViaStamp::compute(&via, info.src, self.core.cfg.force_rport);
+                    let mut ctx = MsgCtx::new(msg, info, now, stamp);
+                    self.protect.respond(&self.core, &mut ctx, verdict);
+                }
+                return;
             }
-            return;
         }
         if let Err(e) = msg.validate() {
             stats.parse_error(e.kind().as_str());
@@ -110,9 +119,40 @@ impl Engine {
         if self.tm.pre_request(&mut ctx) == Pre::Handled {
             return;
         }
-        let ctx = self.script.run_request(ctx);
+        if !resumed && let Some((user, domain)) = self.auth.prefetch(&self.core, &ctx.msg) {
+            // Credentials of a user not cached: the script runs once its subscriber is.
+            self.park(&ctx, &user, &domain);
+            return;
+        }
+        ctx.park_ok = !resumed;
+        ctx.resumed = resumed;
+        let mut ctx = self.script.run_request(ctx);
+        if let Some((user, domain)) = ctx.park.take() {
+            if ctx.replied.is_none() && !ctx.relayed {
+                self.park(&ctx, &user, &domain);
+            }
+            return;
+        }
         if ctx.replied.is_none() && !ctx.relayed && !ctx.is_method(b"ACK") {
             tracing::trace!(method = %String::from_utf8_lossy(ctx.method()), "request left unanswered by the script");
+        }
+    }
+
+    /// Sets the request of `ctx` aside until `user@domain` is cached; then it runs again from
+    /// its original bytes ([`resume`](Self::resume)).
+    fn park(&self, ctx: &MsgCtx, user: &[u8], domain: &[u8]) {
+        let Some(me) = self.me.upgrade() else { return };
+        let data = Bytes::copy_from_slice(ctx.msg.as_bytes());
+        let info = ctx.rx;
+        self.auth
+            .park(user, domain, Box::new(move || me.resume(data, info)));
+    }
+
+    /// Runs a request set aside by [`park`](Self::park) again, on the batch reader's thread.
+    fn resume(&self, data: Bytes, info: RxInfo) {
+        let now = Instant::now();
+        if let Ok(msg) = SipMessage::parse_lenient(data) {
+            self.on_request(msg, info, now, true);
         }
     }
 
@@ -198,7 +238,7 @@ impl Handler for Engine {
             // behind it. Dropping the old copy keeps the queue short in a storm.
             self.core.stats.stale_drops.inc();
         } else {
-            self.on_request(msg, info, now);
+            self.on_request(msg, info, now, false);
         }
     }
 

@@ -391,13 +391,22 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
     }
     register_core_rpcs(&server);
 
-    let engine = Arc::new(Engine {
+    let engine = Arc::new_cyclic(|me| Engine {
         core: Arc::clone(&core),
         script: Arc::clone(&script),
         tm: Arc::clone(&tm),
         protect: Arc::clone(&protect),
+        auth: Arc::clone(&auth),
         stale: Duration::from_millis(cfg.overload.stale_ms),
+        me: me.clone(),
     });
+    if let Some(b) = auth.batch() {
+        // A batch's answers leave together (one sendmmsg, one wake-up of each peer).
+        let c = Arc::clone(&core);
+        b.set_wrapper(Arc::new(move |run: &mut dyn FnMut()| {
+            c.transports.corked(&mut *run)
+        }));
+    }
     transports
         .start(engine)
         .context("cannot start the transports")?;

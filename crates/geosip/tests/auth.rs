@@ -748,3 +748,200 @@ fn the_lua_auth_api_authenticates_reads_subscriber_attributes_and_consumes_crede
         "tariff gold removed 1 user alice"
     );
 }
+
+/// A server on a fresh PostgreSQL subscriber table holding `users` (password `pw-USER`) of
+/// `domain`, provisioned with the CLI so that none is cached, MD5 only, and a wide batch
+/// window so that requests sent together wait for the same query.
+fn batched_pg_server(
+    users: &[String],
+    domain: &str,
+    extra: &[&str],
+) -> Option<(Server, geosip_store::testutil::FreshPostgres)> {
+    let db = geosip_store::testutil::fresh_postgres()?;
+    let dir = temp_dir("auth-batch");
+    let d = dir.to_string_lossy().into_owned();
+    let url = format!("auth.db_url={}", db.url);
+    let csv = dir.join("subs.csv");
+    let lines: String = users
+        .iter()
+        .map(|u| format!("{u}@{domain},pw-{u}\n"))
+        .collect();
+    std::fs::write(&csv, lines).unwrap();
+    let (ok, out) = geosip(&[
+        "subscriber",
+        "import",
+        "--data-dir",
+        &d,
+        "--set",
+        &url,
+        &csv.to_string_lossy(),
+    ]);
+    assert!(ok, "{out}");
+    let mut args = vec![
+        "--set",
+        "auth.enabled=true",
+        "--set",
+        &url,
+        "--set",
+        "auth.algorithms=[\"MD5\"]",
+        "--set",
+        "auth.batch_window_ms=100",
+    ];
+    args.extend_from_slice(extra);
+    Some((Server::start_with(&args, false, Some(dir)), db))
+}
+
+/// The authenticated REGISTER of `user@domain` (after its 401 challenge) with `pass`.
+fn second_register(s: &Server, ua: &Ua, user: &str, domain: &str, pass: &str) -> String {
+    let call = format!("batch-{user}-{}", uniq());
+    let r = register(
+        user,
+        domain,
+        &format!("sip:{user}@{}", ua.addr),
+        ua.addr,
+        600,
+        &call,
+        1,
+        "",
+    );
+    ua.send(s.udp, r.as_bytes());
+    let r = ua.recv(Duration::from_secs(5)).expect("a challenge");
+    assert_eq!(r.status(), Some(401), "{}", text(&r));
+    let (realm, nonce) = nonce_for(&r, "MD5");
+    let cred = authorization(
+        &Cred {
+            user,
+            pass,
+            realm: &realm,
+            nonce: &nonce,
+            alg: Algorithm::Md5,
+            nc: 1,
+            method: "REGISTER",
+            uri: &format!("sip:{domain}"),
+        },
+        "Authorization",
+    );
+    register(
+        user,
+        domain,
+        &format!("sip:{user}@{}", ua.addr),
+        ua.addr,
+        600,
+        &call,
+        2,
+        &cred,
+    )
+}
+
+/// Batched subscriber reads (PostgreSQL): authenticated REGISTERs of users not yet cached wait,
+/// before the script runs, for one query that reads all their subscribers, and each is then
+/// answered as without batching: 200 for the right password, 401 alike for a wrong password and
+/// an unknown user, and a retransmission waiting with its original is answered too.
+#[test]
+fn registers_waiting_for_a_batched_postgres_read_are_all_answered_as_without_batching() {
+    let users: Vec<String> = (0..12).map(|i| format!("b{i:02}")).collect();
+    let Some((s, _db)) = batched_pg_server(&users, "127.0.0.1", &[]) else {
+        return;
+    };
+    // (login, password, expected status); the last two: wrong password, unknown user.
+    let mut cases: Vec<(String, String, u16)> = users
+        .iter()
+        .map(|u| (u.clone(), format!("pw-{u}"), 200))
+        .collect();
+    cases.push((users[0].clone(), "wrong".into(), 401));
+    cases.push(("nobody".into(), "pw-nobody".into(), 401));
+    let uas: Vec<Ua> = cases.iter().map(|_| Ua::new()).collect();
+    let second: Vec<String> = cases
+        .iter()
+        .zip(&uas)
+        .map(|((user, pass, _), ua)| second_register(&s, ua, user, "127.0.0.1", pass))
+        .collect();
+    let runs_before = s.metric("geosip_script_runs_total").unwrap_or(0.0);
+    // All at once, and the first one twice (a retransmission while it waits).
+    for (req, ua) in second.iter().zip(&uas) {
+        ua.send(s.udp, req.as_bytes());
+    }
+    uas[0].send(s.udp, second[0].as_bytes());
+    for (i, ((user, _, want), ua)) in cases.iter().zip(&uas).enumerate() {
+        let r = ua.recv(Duration::from_secs(5)).expect("an answer");
+        assert_eq!(r.status(), Some(*want), "{user}: {}", text(&r));
+        if i == 0 {
+            // The copy reuses the nonce count: a replay, answered with a fresh challenge as
+            // without batching (a stateless registrar sees every retransmission anew).
+            let again = ua
+                .recv(Duration::from_secs(5))
+                .expect("the retransmission answered");
+            assert_eq!(again.status(), Some(401), "{}", text(&again));
+            assert!(challenges(&again)[0].3, "stale=true: {}", text(&again));
+        }
+    }
+    let parked = s.metric("geosip_auth_batch_parked_total").unwrap_or(0.0);
+    let queries = s
+        .metric("geosip_auth_batch_queries_total{count=\"queries\"}")
+        .unwrap_or(0.0);
+    assert_eq!(parked, (cases.len() + 1) as f64, "every request waited");
+    assert!(
+        (1.0..=3.0).contains(&queries),
+        "{} requests took {queries} queries",
+        cases.len()
+    );
+    assert_eq!(s.metric("geosip_auth_batch_waiting"), Some(0.0));
+    assert_eq!(
+        s.metric("geosip_script_runs_total").unwrap_or(0.0) - runs_before,
+        (cases.len() + 1) as f64,
+        "parked before the script: it ran once per request"
+    );
+    // Now cached: the same user authenticates without waiting.
+    let ua = Ua::new();
+    assert_eq!(
+        register_authenticated(&s, &ua, "b03", "b03", "pw-b03", "MD5", Algorithm::Md5),
+        200
+    );
+    assert_eq!(
+        s.metric("geosip_auth_batch_parked_total").unwrap_or(0.0),
+        parked
+    );
+}
+
+/// A realm that is not one of the server's domains is only known once the script names it:
+/// the request is parked inside `www_authenticate`, the script stops there, and the request
+/// runs again from the top when its subscriber is cached.
+#[test]
+fn a_request_parked_by_the_script_runs_the_script_again_once_its_subscriber_is_read() {
+    let dir = temp_dir("auth-batch-script");
+    let file = dir.join("route.lua");
+    std::fs::write(
+        &file,
+        "function request_route()\n\
+         if KSR.auth.www_authenticate(\"realm.test\") < 0 then return end\n\
+         KSR.sl.send_reply(200, \"Authenticated\")\n\
+         end\n",
+    )
+    .unwrap();
+    let set = format!("script.file=\"{}\"", file.display());
+    let users = vec!["carol".to_string()];
+    // With core.domains set, realm.test is not one of ours (without, every domain is).
+    let extra = ["--set", &set, "--set", "core.domains=[\"127.0.0.1\"]"];
+    let Some((s, _db)) = batched_pg_server(&users, "realm.test", &extra) else {
+        return;
+    };
+    let ua = Ua::new();
+    let req = second_register(&s, &ua, "carol", "realm.test", "pw-carol");
+    let runs_before = s.metric("geosip_script_runs_total").unwrap_or(0.0);
+    ua.send(s.udp, req.as_bytes());
+    let r = ua.recv(Duration::from_secs(5)).expect("an answer");
+    assert_eq!(r.status(), Some(200), "{}", text(&r));
+    assert_eq!(
+        r.reason_bytes(),
+        Some(&b"Authenticated"[..]),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(s.metric("geosip_auth_batch_parked_total"), Some(1.0));
+    assert_eq!(
+        s.metric("geosip_script_runs_total").unwrap_or(0.0) - runs_before,
+        2.0,
+        "stopped at the authentication, then run again"
+    );
+    assert_eq!(s.metric("geosip_script_errors_total"), Some(0.0));
+}

@@ -128,7 +128,22 @@ struct Vm {
     lua: Lua,
     request_route: Option<Function>,
     reply_route: Option<Function>,
+    /// Calls a route under a Lua `pcall` ([`RUNNER`]).
+    runner: Function,
 }
+
+/// Runs a route. A route stops with `error(EXIT, 0)` (`KSR.x.exit`, a parked request): caught
+/// here by a Lua `xpcall`, that costs nothing, whereas mlua's own protected call builds a
+/// traceback for every error, searching every loaded table for function names (tens of µs).
+/// Real errors are raised again for mlua to report.
+const RUNNER: &str = r#"
+local EXIT = ...
+local function keep(e) return e end
+return function(f)
+    local ok, err = xpcall(f, keep)
+    if not ok and err ~= EXIT then error(err, 0) end
+end
+"#;
 
 thread_local! {
     static VM: RefCell<Option<Vm>> = const { RefCell::new(None) };
@@ -245,12 +260,14 @@ impl ScriptEngine {
             Some(f) => Some(f),
             None => g.get::<Option<Function>>("ksr_reply_route")?,
         };
+        let runner: Function = lua.load(RUNNER).set_name("=runner").call(EXIT)?;
         Ok(Vm {
             engine: self.id,
             generation: 0,
             lua,
             request_route,
             reply_route,
+            runner,
         })
     }
 
@@ -288,15 +305,16 @@ impl ScriptEngine {
         let f = VM.with(|v| {
             let v = v.borrow();
             let vm = v.as_ref()?;
-            match name {
+            let f = match name {
                 Some(n) => vm.lua.globals().get::<Option<Function>>(n).ok().flatten(),
                 None => pick(vm),
-            }
+            };
+            f.map(|f| (f, vm.runner.clone()))
         });
-        let Some(f) = f else { return false };
+        let Some((f, runner)) = f else { return false };
         let t0 = Instant::now();
         self.stats.runs.inc();
-        if let Err(e) = f.call::<()>(())
+        if let Err(e) = runner.call::<()>(f)
             && !is_exit(&e)
         {
             self.stats.errors.inc();

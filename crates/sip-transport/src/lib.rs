@@ -34,6 +34,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
 use serde::Deserialize;
 
+/// A UDP datagram held back by [`Transports::corked`]: (socket, destination, bytes).
+type Held = (usize, SocketAddr, Vec<u8>);
+
+thread_local! {
+    static CORK: std::cell::RefCell<Option<Vec<Held>>> = const { std::cell::RefCell::new(None) };
+}
+
 pub use tcp::TcpStats;
 
 /// Transport protocol of a listening socket, a connection or a destination.
@@ -441,6 +448,57 @@ impl Transports {
             .find(|s| s.proto == proto && s.addr.is_ipv4() == remote.is_ipv4())
     }
 
+    /// Runs `f` with this thread's UDP sends held back, then sends them all with `sendmmsg`:
+    /// for a thread that answers many requests at once (the auth batch reader), so that a
+    /// peer asleep is woken once for the burst rather than once per datagram (on a VM a
+    /// wake-up costs more than the send). A send error of a held datagram is counted in
+    /// `udp_tx_errors`, not returned.
+    pub fn corked<R>(&self, f: impl FnOnce() -> R) -> R {
+        let outer = CORK.with(|c| c.borrow().is_some());
+        if outer {
+            return f();
+        }
+        CORK.with(|c| *c.borrow_mut() = Some(Vec::new()));
+        let r = f();
+        self.flush_cork();
+        CORK.with(|c| *c.borrow_mut() = None);
+        r
+    }
+
+    fn flush_cork(&self) {
+        let held = CORK.with(|c| c.borrow_mut().as_mut().map(std::mem::take));
+        let Some(held) = held else { return };
+        let mut i = 0;
+        while i < held.len() {
+            let sock_no = held[i].0;
+            let mut j = i;
+            while j < held.len() && held[j].0 == sock_no && j - i < sys::BATCH {
+                j += 1;
+            }
+            let group: Vec<(SocketAddr, &[u8])> = held[i..j]
+                .iter()
+                .map(|(_, a, d)| (*a, d.as_slice()))
+                .collect();
+            let Some(sock) = self.inner.udp.get(sock_no).and_then(|s| s.as_ref()) else {
+                i = j;
+                continue;
+            };
+            let sent = sys::send_batch(&**sock, &group).unwrap_or(0);
+            for (k, (addr, data)) in group.iter().enumerate() {
+                let ok = k < sent || sock.send_to(data, *addr).is_ok();
+                let st = &self.inner.stats;
+                if ok {
+                    st.udp_tx_packets.fetch_add(1, Ordering::Relaxed);
+                    st.udp_tx_bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                } else {
+                    st.udp_tx_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            i = j;
+        }
+    }
+
     /// Sends one message. UDP sends synchronously from the chosen socket; TCP queues it on the
     /// destination's connection (opening one if there is none; RFC 3261 §18 reuse by remote
     /// address and alias).
@@ -450,9 +508,23 @@ impl Transports {
                 let s = self
                     .socket_for(Proto::Udp, &dst.addr, dst.socket)
                     .ok_or(SendError::NoSocket)?;
-                let sock = self.inner.udp[s.id.0 as usize]
+                let sock_no = s.id.0 as usize;
+                let sock = self.inner.udp[sock_no]
                     .as_ref()
                     .ok_or(SendError::NoSocket)?;
+                let held = CORK.with(|c| match c.borrow_mut().as_mut() {
+                    Some(v) => {
+                        v.push((sock_no, dst.addr, data.to_vec()));
+                        Some(v.len())
+                    }
+                    None => None,
+                });
+                if let Some(n) = held {
+                    if n >= sys::BATCH {
+                        self.flush_cork();
+                    }
+                    return Ok(());
+                }
                 match sock.send_to(data, dst.addr) {
                     Ok(_) => {
                         self.inner

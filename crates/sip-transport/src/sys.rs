@@ -206,3 +206,48 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
         _ => None,
     }
 }
+
+/// Sends datagrams with one `sendmmsg(2)` (at most [`BATCH`] at a time). Returns how many the
+/// kernel took from the front of `items`; the caller retries the rest one by one.
+pub fn send_batch(sock: &impl AsRawFd, items: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+    let items = &items[..items.len().min(BATCH)];
+    if items.is_empty() {
+        return Ok(0);
+    }
+    let addrs: Vec<socket2::SockAddr> = items
+        .iter()
+        .map(|(a, _)| socket2::SockAddr::from(*a))
+        .collect();
+    let mut iovs: Vec<libc::iovec> = items
+        .iter()
+        .map(|(_, d)| libc::iovec {
+            // The kernel only reads through this pointer (send).
+            iov_base: d.as_ptr() as *mut libc::c_void,
+            iov_len: d.len(),
+        })
+        .collect();
+    let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(items.len());
+    for i in 0..items.len() {
+        // SAFETY: mmsghdr is plain old data; zeroed is valid before we fill the pointers.
+        let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+        h.msg_hdr.msg_name = addrs[i].as_ptr() as *mut libc::c_void;
+        h.msg_hdr.msg_namelen = addrs[i].len();
+        h.msg_hdr.msg_iov = &mut iovs[i] as *mut libc::iovec;
+        h.msg_hdr.msg_iovlen = 1;
+        hdrs.push(h);
+    }
+    // SAFETY: every mmsghdr points at a live sockaddr and iovec of the vectors above, which
+    // outlive the call; the iovecs point at the callers' slices, only read by the kernel.
+    let n = unsafe {
+        libc::sendmmsg(
+            sock.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            hdrs.len() as libc::c_uint,
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}

@@ -236,3 +236,52 @@ fn a_request_to_a_connection_alias_reuses_the_connection() {
     assert_eq!(&b[..n], b"hello over the alias");
     assert_eq!(f.t.tcp_connections(), 1, "no new connection was opened");
 }
+
+#[test]
+fn udp_sends_held_by_corked_leave_together_in_order_when_it_ends() {
+    let f = start(TransportConfig::default());
+    let peers: Vec<UdpSocket> = (0..2)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for p in &peers {
+        p.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    let dst = |p: &UdpSocket| Destination {
+        proto: Proto::Udp,
+        addr: p.local_addr().unwrap(),
+        conn: None,
+        socket: None,
+    };
+    let sent0 = f.t.stats().udp_tx_packets.load(Ordering::Relaxed);
+    let mut b = [0u8; 2048];
+    f.t.corked(|| {
+        for i in 0..10 {
+            f.t.send(&dst(&peers[0]), options(i).as_bytes()).unwrap();
+        }
+        peers[0].set_nonblocking(true).unwrap();
+        assert!(peers[0].recv(&mut b).is_err(), "held while corked");
+        peers[0].set_nonblocking(false).unwrap();
+    });
+    for i in 0..10 {
+        let n = peers[0].recv(&mut b).unwrap();
+        assert_eq!(&b[..n], options(i).as_bytes(), "in order");
+    }
+    // More than one sendmmsg (32) to two peers.
+    f.t.corked(|| {
+        for i in 0..40 {
+            f.t.send(&dst(&peers[i % 2]), options(i).as_bytes())
+                .unwrap();
+        }
+    });
+    for (k, p) in peers.iter().enumerate() {
+        for i in (k..40).step_by(2) {
+            let n = p.recv(&mut b).unwrap();
+            assert_eq!(&b[..n], options(i).as_bytes(), "in order");
+        }
+    }
+    assert_eq!(
+        f.t.stats().udp_tx_packets.load(Ordering::Relaxed) - sent0,
+        50,
+        "counted when sent"
+    );
+}

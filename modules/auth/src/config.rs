@@ -64,6 +64,17 @@ pub struct AuthConfig {
     pub cache_negative_ttl: u64,
     /// Most subscribers cached (unknown users: a quarter of it). Default 100000.
     pub cache_size: usize,
+    /// PostgreSQL / MySQL subscriber tables: a request whose subscriber is not cached is set
+    /// aside while one thread reads the subscribers of all such requests in one query, then
+    /// runs again (see the module README, "Batched reads"). The SIP workers never wait for the
+    /// database. false = each worker reads its subscriber itself, as Kamailio's `auth_db`.
+    /// Default true.
+    pub batch_reads: bool,
+    /// How long the first request of a batch waits for others, ms (0..=100). Default 2.
+    pub batch_window_ms: u64,
+    /// Most requests set aside at once; beyond that a request reads its subscriber itself.
+    /// Default 10000.
+    pub batch_max_parked: usize,
 }
 
 impl Default for AuthConfig {
@@ -87,6 +98,9 @@ impl Default for AuthConfig {
             cache_ttl: 60,
             cache_negative_ttl: 10,
             cache_size: 100_000,
+            batch_reads: true,
+            batch_window_ms: 2,
+            batch_max_parked: 10_000,
         }
     }
 }
@@ -160,6 +174,12 @@ impl AuthConfig {
             return Err(
                 "auth.secret must be at least 16 characters (or empty for a random one)".into(),
             );
+        }
+        if self.batch_window_ms > 100 {
+            return Err(format!(
+                "auth.batch_window_ms must be 0..=100, got {}",
+                self.batch_window_ms
+            ));
         }
         if self.db_url.trim().is_empty() {
             return Err("auth.db_url must not be empty (default sqlite:)".into());

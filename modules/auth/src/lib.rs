@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod batch;
 mod cache;
 pub mod config;
 pub mod digest;
@@ -27,7 +28,7 @@ use std::borrow::Cow;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use geosip_core::Core;
@@ -36,6 +37,7 @@ use geosip_pike::Protect;
 use sip_msg::{AuthValue, DigestCredentials, HeaderName, SipMessage, Uri};
 use subtle::ConstantTimeEq;
 
+pub use batch::{BatchReader, Resume, Wrapper};
 pub use config::{AuthConfig, QopOffer};
 pub use digest::{Algorithm, Qop};
 pub use metrics::Metrics;
@@ -111,6 +113,9 @@ pub enum AuthResult {
     Malformed,
     /// The subscriber table failed or timed out. Code -1.
     Error,
+    /// Not decided yet: the request waits for a batched read of its subscriber and runs again
+    /// (`ctx.park`); the script stops. Code 0 (never seen by a script).
+    Parked,
 }
 
 impl AuthResult {
@@ -128,6 +133,7 @@ impl AuthResult {
             AuthResult::Replay => -6,
             AuthResult::Blocked => -7,
             AuthResult::OwnerMismatch => -8,
+            AuthResult::Parked => 0,
         }
     }
 
@@ -146,6 +152,7 @@ impl AuthResult {
             AuthResult::Blocked => "blocked",
             AuthResult::Malformed => "malformed",
             AuthResult::Error => "error",
+            AuthResult::Parked => "parked",
         }
     }
 
@@ -171,6 +178,7 @@ pub struct Auth {
     subscribers: Arc<Subscribers>,
     protect: Option<Arc<Protect>>,
     metrics: Arc<Metrics>,
+    batch: Option<Arc<BatchReader>>,
 }
 
 /// Unix seconds of `t`.
@@ -207,6 +215,18 @@ impl Auth {
             ),
             algorithms,
             qop,
+            batch: if cfg.batch_reads && subscribers.batches_reads() {
+                Some(
+                    BatchReader::start(
+                        &subscribers,
+                        Duration::from_millis(cfg.batch_window_ms),
+                        cfg.batch_max_parked,
+                    )
+                    .map_err(|e| ConfigError(format!("cannot start the auth-batch thread: {e}")))?,
+                )
+            } else {
+                None
+            },
             subscribers,
             protect,
             metrics: Arc::new(Metrics::default()),
@@ -282,7 +302,9 @@ impl Auth {
     /// Sends nothing.
     pub fn check(&self, ctx: &mut MsgCtx, realm: &[u8], kind: Kind, now: SystemTime) -> AuthResult {
         let r = self.check_inner(ctx, realm, kind, now);
-        self.metrics.result(&r);
+        if r != AuthResult::Parked {
+            self.metrics.result(&r);
+        }
         r
     }
 
@@ -324,7 +346,26 @@ impl Auth {
             self.cfg.nonce_expires,
             self.cfg.nonce_skew,
         );
-        let sub = match self.subscribers.get(&user, &realm) {
+        let cached = self.subscribers.cached(&user, &realm);
+        if cached.is_none()
+            && ctx.park_ok
+            && !ctx.resumed
+            && let Some(b) = &self.batch
+            && self.subscribers.batches(&user, &realm)
+            && b.has_room()
+        {
+            // Decided when the subscriber is here: the request runs again then.
+            ctx.park = Some((
+                Bytes::copy_from_slice(&user),
+                Bytes::copy_from_slice(&realm),
+            ));
+            return AuthResult::Parked;
+        }
+        let looked_up = match cached {
+            Some(s) => Ok(s),
+            None => self.subscribers.get(&user, &realm),
+        };
+        let sub = match looked_up {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(target: "geosip_auth", error = %e, "subscriber lookup failed");
@@ -469,7 +510,7 @@ impl Auth {
     pub fn authenticate(&self, core: &Core, ctx: &mut MsgCtx, realm: &[u8], kind: Kind) -> i32 {
         let r = self.check(ctx, realm, kind, SystemTime::now());
         match &r {
-            AuthResult::Ok { .. } | AuthResult::NotChecked => {}
+            AuthResult::Ok { .. } | AuthResult::NotChecked | AuthResult::Parked => {}
             AuthResult::NoCredentials
             | AuthResult::InvalidPassword
             | AuthResult::UserNotFound
@@ -510,6 +551,74 @@ impl Auth {
     /// domain).
     pub fn proxy_authenticate(&self, core: &Core, ctx: &mut MsgCtx, realm: &[u8]) -> i32 {
         self.authenticate(core, ctx, realm, Kind::Proxy)
+    }
+
+    /// Sets a request aside until the subscriber it waits for (`user@domain`, from
+    /// [`AuthResult::Parked`]) is cached; `resume` then runs it again. Without batched reads,
+    /// or when too many wait, `resume` runs now (it reads the table itself).
+    pub fn park(&self, user: &[u8], domain: &[u8], resume: Resume) {
+        let r = match &self.batch {
+            Some(b) => b.park(user, domain, resume),
+            None => Err(resume),
+        };
+        if let Err(resume) = r {
+            resume();
+        }
+    }
+
+    /// Whether a request should wait for its subscriber before the script runs: it carries
+    /// Digest credentials (Authorization or Proxy-Authorization) for one of our domains, with
+    /// an algorithm we offer, from a user not cached, and reads are batched. Then the engine
+    /// parks it at once and the script runs only once, with the subscriber cached. Requests
+    /// within a dialog, ACK and CANCEL never wait.
+    pub fn prefetch(&self, core: &Core, msg: &SipMessage) -> Option<(Bytes, Bytes)> {
+        let batch = self.batch.as_ref()?;
+        if !self.cfg.enabled
+            || msg.to_tag().is_some()
+            || matches!(
+                msg.method(),
+                Some(sip_msg::Method::Ack | sip_msg::Method::Cancel)
+            )
+        {
+            return None;
+        }
+        let creds = msg.authorizations().chain(msg.proxy_authorizations());
+        for a in creds {
+            let Some(d) = a.digest_credentials() else {
+                continue;
+            };
+            let (Some(realm), Some(user)) = (d.realm, d.username) else {
+                continue;
+            };
+            let alg = match d.algorithm {
+                None => Algorithm::Md5,
+                Some(t) => match Algorithm::parse(t) {
+                    Some(a) => a,
+                    None => continue,
+                },
+            };
+            if !self.algorithms.contains(&alg) {
+                continue;
+            }
+            let realm = realm.to_ascii_lowercase();
+            if !core.myself.is_local_domain(&realm) {
+                continue;
+            }
+            let user = unescape_quoted_pairs(user);
+            if self.subscribers.is_cached(&user, &realm)
+                || !self.subscribers.batches(&user, &realm)
+                || !batch.has_room()
+            {
+                return None;
+            }
+            return Some((Bytes::copy_from_slice(&user), Bytes::from(realm)));
+        }
+        None
+    }
+
+    /// The batch reader, when reads are batched.
+    pub fn batch(&self) -> Option<&Arc<BatchReader>> {
+        self.batch.as_ref()
     }
 
     /// `KSR.auth.consume_credentials()`: removes the Authorization and Proxy-Authorization

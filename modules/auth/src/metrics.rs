@@ -105,5 +105,33 @@ pub(crate) fn register(auth: &Arc<Auth>, registry: &Registry) {
             kind: MKind::Gauge,
         });
         out.sample(&[], a.nc.len() as f64);
+        if let Some(b) = &a.batch {
+            out.family(Family {
+                name: "geosip_auth_batch_parked_total",
+                help: "Requests set aside while their subscriber was read in a batch.",
+                kind: MKind::Counter,
+            });
+            out.sample(&[], b.stats.parked.get() as f64);
+            out.family(Family {
+                name: "geosip_auth_batch_queries_total",
+                help: "Batched subscriber queries, and the users they asked for.",
+                kind: MKind::Counter,
+            });
+            out.sample(&[("count", "queries")], b.stats.queries.get() as f64);
+            out.sample(&[("count", "users")], b.stats.users.get() as f64);
+            out.sample(&[("count", "failures")], b.stats.failures.get() as f64);
+            out.family(Family {
+                name: "geosip_auth_batch_overflows_total",
+                help: "Requests that read their subscriber themselves because batch_max_parked were waiting.",
+                kind: MKind::Counter,
+            });
+            out.sample(&[], b.stats.overflows.get() as f64);
+            out.family(Family {
+                name: "geosip_auth_batch_waiting",
+                help: "Requests set aside now.",
+                kind: MKind::Gauge,
+            });
+            out.sample(&[], b.parked() as f64);
+        }
     });
 }

@@ -395,18 +395,88 @@ impl Subscribers {
         user: &[u8],
         domain: &[u8],
     ) -> Result<Option<Arc<Subscriber>>, SubscriberError> {
-        let now = Instant::now();
-        if let Lookup::Hit(s) = self.cache.get(user, domain, now) {
-            self.stats.cache_hits.inc();
+        if let Some(s) = self.cached(user, domain) {
             return Ok(s);
         }
-        self.stats.cache_misses.inc();
+        self.read(user, domain)
+    }
+
+    /// The cached answer for `user@domain`, if any (`Some(None)`: known to be unknown).
+    pub fn cached(&self, user: &[u8], domain: &[u8]) -> Option<Option<Arc<Subscriber>>> {
+        match self.cache.get(user, domain, Instant::now()) {
+            Lookup::Hit(s) => {
+                self.stats.cache_hits.inc();
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `user@domain` is cached (not counted as a lookup).
+    pub fn is_cached(&self, user: &[u8], domain: &[u8]) -> bool {
+        matches!(self.cache.get(user, domain, Instant::now()), Lookup::Hit(_))
+    }
+
+    /// Names that can be in the table (UTF-8, within the column sizes).
+    fn storable<'a>(user: &'a [u8], domain: &'a [u8]) -> Option<(&'a str, &'a str)> {
         let (Ok(u), Ok(d)) = (std::str::from_utf8(user), std::str::from_utf8(domain)) else {
+            return None;
+        };
+        let ok = !u.is_empty()
+            && u.len() <= limits::USERNAME
+            && !d.is_empty()
+            && d.len() <= limits::DOMAIN;
+        ok.then_some((u, d))
+    }
+
+    /// Whether the table batches reads (PostgreSQL, MySQL).
+    pub fn batches_reads(&self) -> bool {
+        self.store.batches_reads()
+    }
+
+    /// Whether a miss for `user@domain` can wait for a batched read: the reader batches
+    /// (PostgreSQL, MySQL) and the names can be in the table.
+    pub fn batches(&self, user: &[u8], domain: &[u8]) -> bool {
+        self.store.batches_reads() && Self::storable(user, domain).is_some()
+    }
+
+    /// Reads the subscribers of `keys` (user, domain; one domain) in one query and caches
+    /// each answer, unknown users as unknown. False when the query failed.
+    pub(crate) fn read_many(&self, keys: &[crate::batch::Key]) -> bool {
+        let Some((_, domain)) = keys.first() else {
+            return true;
+        };
+        let Ok(d) = std::str::from_utf8(domain) else {
+            return false;
+        };
+        let users: Vec<&str> = keys
+            .iter()
+            .filter(|(_, kd)| kd == domain)
+            .filter_map(|(u, kd)| Self::storable(u, kd).map(|(u, _)| u))
+            .collect();
+        self.stats.cache_misses.add(users.len() as u64);
+        let gen_at_read = self.cache.generation();
+        let Some(rows) = self.store.get_many_sync(d, &users) else {
+            self.stats.store_errors.inc();
+            return false;
+        };
+        let now = Instant::now();
+        for u in users {
+            let sub = rows
+                .iter()
+                .find(|r| r.username == u)
+                .map(|r| Arc::new(Subscriber::from_row(r)));
+            self.cache.fill(u.as_bytes(), domain, sub, gen_at_read, now);
+        }
+        true
+    }
+
+    /// Reads `user@domain` from the table (a cache miss) and caches the answer.
+    fn read(&self, user: &[u8], domain: &[u8]) -> Result<Option<Arc<Subscriber>>, SubscriberError> {
+        self.stats.cache_misses.inc();
+        let Some((u, d)) = Self::storable(user, domain) else {
             return Ok(None);
         };
-        if u.is_empty() || u.len() > limits::USERNAME || d.is_empty() || d.len() > limits::DOMAIN {
-            return Ok(None);
-        }
         let gen_at_read = self.cache.generation();
         // The embedded table is read on this thread; other backends through the runtime.
         let row = match self.store.get_sync(u, d) {

@@ -197,3 +197,122 @@ fn mariadb_authentication_reads_the_replica_and_provisioning_writes_the_master()
     };
     replica(m.url.clone(), r.url.clone());
 }
+
+/// The batch reader: requests parked on 110 users of one domain and one of another are
+/// resumed after one query per domain and up to 64 users (three here), with every subscriber
+/// cached and unknown users cached as unknown.
+fn batched_reads(url: String) {
+    use std::time::Duration;
+    let rt = rt();
+    let dir = std::env::temp_dir().join(format!("geosip-authdb-{}", testutil::random_name()));
+    let subs: Arc<Subscribers> =
+        Subscribers::open(&cfg(&url, ""), &dir, rt.handle().clone()).unwrap();
+    let none = BTreeMap::new();
+    let csv: String = (0..100).map(|i| format!("u{i}@example.com,pw\n")).collect();
+    assert_eq!(subs.import_csv(csv.as_bytes()).unwrap(), 100);
+    subs.add("x@example.org", "pw", &none).unwrap();
+    subs.clear_cache();
+    assert!(subs.batches_reads());
+    let b = geosip_auth::BatchReader::start(&subs, Duration::from_millis(50), 1000).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let names: Vec<(String, &str)> = (0..100)
+        .map(|i| (format!("u{i}"), "example.com"))
+        .chain((0..10).map(|i| (format!("nobody{i}"), "example.com")))
+        .chain([("x".to_string(), "example.org")])
+        .collect();
+    for (n, d) in &names {
+        let tx = tx.clone();
+        let name = n.clone();
+        assert!(
+            b.park(
+                n.as_bytes(),
+                d.as_bytes(),
+                Box::new(move || tx.send(name).unwrap())
+            )
+            .is_ok()
+        );
+    }
+    let mut resumed: Vec<String> = (0..names.len())
+        .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    resumed.sort();
+    let mut want: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
+    want.sort();
+    assert_eq!(resumed, want, "every parked request runs once");
+    for i in 0..100 {
+        let u = format!("u{i}");
+        assert!(
+            matches!(subs.cached(u.as_bytes(), b"example.com"), Some(Some(_))),
+            "{u} cached"
+        );
+    }
+    assert!(matches!(
+        subs.cached(b"nobody3", b"example.com"),
+        Some(None)
+    ));
+    assert!(matches!(subs.cached(b"x", b"example.org"), Some(Some(_))));
+    assert!(
+        subs.cached(b"x", b"example.com").is_none(),
+        "domains are apart"
+    );
+    assert_eq!(b.stats.queries.get(), 3);
+    assert_eq!(b.stats.users.get(), 111);
+    assert_eq!(b.stats.failures.get(), 0);
+    assert_eq!(b.parked(), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn postgres_batched_reads_cache_every_subscriber_of_a_batch_in_one_query_per_64() {
+    let Some(db) = testutil::fresh_postgres() else {
+        return;
+    };
+    batched_reads(db.url.clone());
+}
+
+#[test]
+fn mariadb_batched_reads_cache_every_subscriber_of_a_batch_in_one_query_per_64() {
+    let Some(db) = testutil::fresh_mariadb() else {
+        return;
+    };
+    batched_reads(db.url.clone());
+}
+
+/// When the database cannot be reached the parked requests still run (and then read the
+/// table themselves, which answers them 503): nothing waits forever.
+#[test]
+fn parked_requests_run_again_when_the_batched_read_fails() {
+    use std::time::Duration;
+    let rt = rt();
+    let dir = std::env::temp_dir().join(format!("geosip-authdb-{}", testutil::random_name()));
+    let c = AuthConfig {
+        timeout_ms: 300,
+        ..cfg("postgres://nobody@127.0.0.1:1/none", "")
+    };
+    let subs = Subscribers::open_lazy(&c, &dir, rt.handle().clone()).unwrap();
+    let b = geosip_auth::BatchReader::start(&subs, Duration::from_millis(1), 10).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    for _ in 0..3 {
+        let tx = tx.clone();
+        assert!(
+            b.park(
+                b"alice",
+                b"example.com",
+                Box::new(move || tx.send(()).unwrap())
+            )
+            .is_ok()
+        );
+    }
+    for _ in 0..3 {
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    assert_eq!(b.stats.failures.get(), 1);
+    assert!(
+        subs.cached(b"alice", b"example.com").is_none(),
+        "nothing cached"
+    );
+    // Full: handed back to run at once.
+    let b = geosip_auth::BatchReader::start(&subs, Duration::from_millis(100), 1).unwrap();
+    assert!(b.park(b"a", b"example.com", Box::new(|| ())).is_ok());
+    assert!(b.park(b"b", b"example.com", Box::new(|| ())).is_err());
+}

@@ -756,6 +756,8 @@ impl Tm {
     }
 
     pub(crate) fn newtran(&self, ctx: &mut MsgCtx, now: Instant) -> Result<bool, TmError> {
+        // With a transaction, running the request again would meet it as a retransmission.
+        ctx.park_ok = false;
         if !ctx.msg.is_request() || ctx.msg.method() == Some(Method::Ack) {
             return Err(TmError::BadRequest);
         }

@@ -156,6 +156,17 @@ impl SubscriberStore {
         self.reader().get_sync(username, domain)
     }
 
+    /// Whether the reader batches reads ([`get_many_sync`](Self::get_many_sync)).
+    pub fn batches_reads(&self) -> bool {
+        self.reader().batches_reads()
+    }
+
+    /// Every subscriber of `domain` among `users` in one query on the calling thread (from
+    /// the replica when configured); `None` = failed or not available.
+    pub fn get_many_sync(&self, domain: &str, users: &[&str]) -> Option<Vec<SubscriberRow>> {
+        self.reader().get_many_sync(domain, users)
+    }
+
     /// Reads one subscriber (from the replica when configured).
     pub async fn get(&self, username: &str, domain: &str) -> StoreResult<Option<SubscriberRow>> {
         self.reader().get(username, domain).await

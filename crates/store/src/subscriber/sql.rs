@@ -76,6 +76,17 @@ impl SqlSubscribers {
         self.remote.as_ref()?.get(username, domain)
     }
 
+    /// Whether [`get_many_sync`](Self::get_many_sync) can work here (PostgreSQL, MySQL).
+    pub fn batches_reads(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// Every subscriber of `domain` among `users` (at most [`MANY_MAX`]) in one query, on the
+    /// calling thread; `None` = failed or not available (see [`SyncRemoteReader::get_many`]).
+    pub fn get_many_sync(&self, domain: &str, users: &[&str]) -> Option<Vec<SubscriberRow>> {
+        self.remote.as_ref()?.get_many(domain, users)
+    }
+
     /// Redacted URL.
     pub fn describe(&self) -> &str {
         &self.target
@@ -291,7 +302,7 @@ macro_rules! dialect {
                 $sout(row.try_get::<$sty, _>(i)?)
             }
 
-            fn decode(row: &$row) -> StoreResult<SubscriberRow> {
+            pub(super) fn decode(row: &$row) -> StoreResult<SubscriberRow> {
                 Ok(SubscriberRow {
                     username: s(row, 0)?,
                     domain: s(row, 1)?,
@@ -505,4 +516,67 @@ pub(super) async fn get_mysql(
     domain: &str,
 ) -> StoreResult<Option<SubscriberRow>> {
     mysql::get(c, username, domain).await
+}
+
+/// Most users read by one [`get_many`](SyncRemoteReader::get_many) query.
+pub const MANY_MAX: usize = 64;
+
+const PG_MANY: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM subscriber WHERE domain = $1 AND username = ANY($2)"
+);
+
+/// `IN` lists of 1, 2, 4 .. 64 placeholders: a batch is padded to the next size so that
+/// MySQL's prepared-statement cache holds seven statements, not one per batch size.
+fn mysql_many_sql(n: usize) -> (usize, &'static str) {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=MANY_MAX.trailing_zeros())
+            .map(|k| {
+                let marks = vec!["?"; 1 << k].join(",");
+                format!(
+                    "SELECT {} FROM subscriber WHERE domain = ? AND username IN ({marks})",
+                    cols!()
+                )
+            })
+            .collect()
+    });
+    let k = n.clamp(1, MANY_MAX).next_power_of_two().trailing_zeros() as usize;
+    (1 << k, all[k].as_str())
+}
+
+/// Every subscriber of `domain` among `users` (at most [`MANY_MAX`]; missing users are simply
+/// absent), for [`SyncRemoteReader::get_many`].
+pub(super) async fn get_many_pg(
+    c: &mut sqlx::postgres::PgConnection,
+    domain: &str,
+    users: &[&str],
+) -> StoreResult<Vec<SubscriberRow>> {
+    let users: Vec<String> = users.iter().take(MANY_MAX).map(|u| u.to_string()).collect();
+    let rows = sqlx::query(PG_MANY)
+        .bind(domain.to_string())
+        .bind(users)
+        .fetch_all(c)
+        .await?;
+    rows.iter().map(postgres::decode).collect()
+}
+
+/// The MySQL / MariaDB [`get_many_pg`].
+pub(super) async fn get_many_mysql(
+    c: &mut sqlx::mysql::MySqlConnection,
+    domain: &str,
+    users: &[&str],
+) -> StoreResult<Vec<SubscriberRow>> {
+    let users = &users[..users.len().min(MANY_MAX)];
+    let Some(last) = users.last() else {
+        return Ok(Vec::new());
+    };
+    let (n, sql) = mysql_many_sql(users.len());
+    let mut q = sqlx::query(sql).bind(domain.to_string());
+    for i in 0..n {
+        q = q.bind(users.get(i).unwrap_or(last).to_string());
+    }
+    let rows = q.fetch_all(c).await?;
+    rows.iter().map(mysql::decode).collect()
 }

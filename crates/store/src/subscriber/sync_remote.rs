@@ -107,6 +107,39 @@ impl SyncRemoteReader {
     /// Reads one subscriber: `Some(None)` = no such user; `None` = not done here (inside an
     /// async runtime, a recent failure, or this read failed): use the pool.
     pub fn get(&self, username: &str, domain: &str) -> Option<Option<SubscriberRow>> {
+        self.with_conn(|rt, conn, t| match conn {
+            Conn::Pg(c) => rt.block_on(async {
+                tokio::time::timeout(t, super::sql::get_pg(c, username, domain)).await
+            }),
+            Conn::My(c) => rt.block_on(async {
+                tokio::time::timeout(t, super::sql::get_mysql(c, username, domain)).await
+            }),
+        })
+    }
+
+    /// Every subscriber of `domain` among `users` (at most [`super::sql::MANY_MAX`]) in one
+    /// query; users not in the table are absent. `None` as for [`get`](Self::get).
+    pub fn get_many(&self, domain: &str, users: &[&str]) -> Option<Vec<SubscriberRow>> {
+        self.with_conn(|rt, conn, t| match conn {
+            Conn::Pg(c) => rt.block_on(async {
+                tokio::time::timeout(t, super::sql::get_many_pg(c, domain, users)).await
+            }),
+            Conn::My(c) => rt.block_on(async {
+                tokio::time::timeout(t, super::sql::get_many_mysql(c, domain, users)).await
+            }),
+        })
+    }
+
+    /// Runs one query on an idle (or new) connection of this reader and keeps the connection
+    /// when it worked.
+    fn with_conn<T>(
+        &self,
+        q: impl FnOnce(
+            &tokio::runtime::Runtime,
+            &mut Conn,
+            Duration,
+        ) -> Result<crate::StoreResult<T>, tokio::time::error::Elapsed>,
+    ) -> Option<T> {
         // A runtime cannot be driven from inside another (tests, RPC tasks): use the pool.
         if tokio::runtime::Handle::try_current().is_ok() {
             return None;
@@ -124,24 +157,15 @@ impl SyncRemoteReader {
                 return None;
             }
         };
-        let t = self.timeout;
         let Slot { rt, conn } = &mut slot;
-        let r = match conn {
-            Conn::Pg(c) => rt.block_on(async {
-                tokio::time::timeout(t, super::sql::get_pg(c, username, domain)).await
-            }),
-            Conn::My(c) => rt.block_on(async {
-                tokio::time::timeout(t, super::sql::get_mysql(c, username, domain)).await
-            }),
-        };
-        match r {
-            Ok(Ok(row)) => {
-                if let Ok(mut v) = self.idle.lock()
-                    && v.len() < MAX_IDLE
+        match q(rt, conn, self.timeout) {
+            Ok(Ok(v)) => {
+                if let Ok(mut idle) = self.idle.lock()
+                    && idle.len() < MAX_IDLE
                 {
-                    v.push(slot);
+                    idle.push(slot);
                 }
-                Some(row)
+                Some(v)
             }
             // The connection may be broken: drop it; the pool reports the error.
             _ => {
