@@ -13,7 +13,9 @@
 //!
 //! Bounds: at most `batch_max_parked` requests wait (a request beyond that reads the table
 //! itself, as without batching), at most 8 per subscriber (retransmissions), one query in
-//! flight. A request waits for at most `batch_window_ms` plus one query (`timeout_ms`); when
+//! flight. A request waits for at most `batch_window_ms` plus one query (`timeout_ms`), and
+//! only when at least two more are expected within the window (at the rate requests were
+//! parked lately); a lone request at a low rate is read at once. When
 //! the query fails the parked requests run again anyway and read the table themselves, which
 //! answers 503 while it is down. Nothing is dropped.
 
@@ -49,6 +51,10 @@ struct State {
     total: usize,
     first_at: Option<Instant>,
     stop: bool,
+    /// Requests parked per second (moving average, updated at each batch).
+    rate: f64,
+    parked_since: u64,
+    last_batch: Option<Instant>,
 }
 
 /// Counters of the batch reader.
@@ -126,6 +132,7 @@ impl BatchReader {
         }
         list.push(resume);
         s.total += 1;
+        s.parked_since += 1;
         if fresh {
             s.order.push_back(key);
         }
@@ -172,13 +179,28 @@ impl BatchReader {
                 self.cv.wait_for(&mut s, Duration::from_millis(250));
                 continue;
             }
-            let due = s.first_at.map_or(Instant::now(), |t| t + self.window);
+            // Waiting only pays when others are expected within the window: at a low rate a
+            // lone request is read at once.
+            let wait = if s.rate * self.window.as_secs_f64() >= 2.0 {
+                self.window
+            } else {
+                Duration::ZERO
+            };
+            let due = s.first_at.map_or(Instant::now(), |t| t + wait);
             if s.order.len() < MAX_BATCH && !s.stop && Instant::now() < due {
                 self.cv.wait_until(&mut s, due);
                 continue;
             }
             break;
         }
+        let now = Instant::now();
+        if let Some(last) = s.last_batch {
+            let secs = now.duration_since(last).as_secs_f64().max(1e-3);
+            let r = s.parked_since as f64 / secs;
+            s.rate = 0.7 * s.rate + 0.3 * r;
+        }
+        s.last_batch = Some(now);
+        s.parked_since = 0;
         // The oldest key's domain; the others of that domain come along. Keys of other
         // domains met on the way keep their place at the front.
         let domain = s.order[0].1.clone();
