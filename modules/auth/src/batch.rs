@@ -1,8 +1,10 @@
 //! Batched subscriber reads for PostgreSQL and MySQL: a request whose subscriber is not cached
 //! is set aside ("parked") instead of blocking its SIP worker on a database round trip; one
 //! thread reads the subscribers of every parked request in one query per domain, fills the
-//! cache, and runs each request again from the start of the script, where it now finds its
-//! subscriber cached.
+//! cache, and runs each request (again, when the script itself parked it), which now finds its
+//! subscriber cached. The engine parks requests with credentials of an uncached user before
+//! the script ([`crate::Auth::prefetch`]); the script parks the rest at `www_authenticate` /
+//! `proxy_authenticate` ([`crate::AuthResult::Parked`]).
 //!
 //! Why: on loopback a PostgreSQL round trip costs the reading process about 60 µs of CPU
 //! (system calls, wake-ups, the client's protocol code), twice the rest of an authenticated
