@@ -946,3 +946,74 @@ fn a_request_parked_by_the_script_runs_the_script_again_once_its_subscriber_is_r
     );
     assert_eq!(s.metric("geosip_script_errors_total"), Some(0.0));
 }
+
+/// An INVITE whose caller is not cached waits for a batched read, then is relayed from the
+/// batch thread like any other: the callee gets it without the caller's credentials, and the
+/// callee's 200 reaches the caller.
+#[test]
+fn an_invite_waiting_for_a_batched_read_of_its_caller_is_relayed_and_answered() {
+    let users = vec!["alice".to_string(), "bob".to_string()];
+    let Some((s, _db)) = batched_pg_server(&users, "127.0.0.1", &[]) else {
+        return;
+    };
+    let (caller, callee) = (Ua::new(), Ua::new());
+    assert_eq!(
+        register_authenticated(&s, &callee, "bob", "bob", "pw-bob", "MD5", Algorithm::Md5),
+        200
+    );
+    let invite = |cseq: u32, auth: &str| {
+        format!(
+            "INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bK{u}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=ib1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: batch-invite-{c}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:alice@{a}>\r\n{auth}Content-Length: 0\r\n\r\n",
+            a = caller.addr,
+            u = uniq(),
+            c = caller.addr.port()
+        )
+    };
+    caller.send(s.udp, invite(1, "").as_bytes());
+    let r = caller.expect_status(407);
+    let (realm, nonce) = nonce_for(&r, "MD5");
+    let cred = authorization(
+        &Cred {
+            user: "alice",
+            pass: "pw-alice",
+            realm: &realm,
+            nonce: &nonce,
+            alg: Algorithm::Md5,
+            nc: 1,
+            method: "INVITE",
+            uri: "sip:bob@127.0.0.1",
+        },
+        "Proxy-Authorization",
+    );
+    let parked = s.metric("geosip_auth_batch_parked_total").unwrap_or(0.0);
+    caller.send(s.udp, invite(2, &cred).as_bytes());
+    let got = callee.expect("the INVITE at the callee");
+    assert_eq!(
+        got.method(),
+        Some(sip_msg::Method::Invite),
+        "{}",
+        text(&got)
+    );
+    assert!(
+        got.proxy_authorizations().next().is_none(),
+        "credentials consumed: {}",
+        text(&got)
+    );
+    assert_eq!(
+        s.metric("geosip_auth_batch_parked_total").unwrap_or(0.0),
+        parked + 1.0,
+        "it waited for alice's subscriber"
+    );
+    callee.send(
+        s.udp,
+        response_to(
+            &got,
+            200,
+            "OK",
+            Some("callee"),
+            "Contact: <sip:bob@127.0.0.1>\r\n",
+        )
+        .as_bytes(),
+    );
+    caller.expect_status(200);
+}
