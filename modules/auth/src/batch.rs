@@ -111,11 +111,7 @@ impl BatchReader {
     /// Whether another request may be parked now.
     pub fn has_room(&self) -> bool {
         let s = self.state.lock();
-        let room = !s.stop && s.total < self.max_parked;
-        if !room {
-            self.stats.overflows.inc();
-        }
-        room
+        !s.stop && s.total < self.max_parked
     }
 
     /// Parks `resume` until the subscriber `user@domain` has been read. When it cannot be

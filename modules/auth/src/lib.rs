@@ -352,7 +352,11 @@ impl Auth {
             && !ctx.resumed
             && let Some(b) = &self.batch
             && self.subscribers.batches(&user, &realm)
-            && b.has_room()
+            && (b.has_room() || {
+                // Full: this request reads its subscriber itself.
+                b.stats.overflows.inc();
+                false
+            })
         {
             // Decided when the subscriber is here: the request runs again then.
             ctx.park = Some((
