@@ -1,5 +1,5 @@
-//! Overload control on the wire: which initial requests are shed first (`overload.priority`),
-//! and that in-dialog requests never are.
+//! Overload control and rate limits on the wire: which initial requests are shed first
+//! (`overload.priority`), that in-dialog requests never are, and per-method token buckets.
 
 #![allow(clippy::unwrap_used)]
 
@@ -140,4 +140,63 @@ fn under_overload_invites_are_served_and_registers_shed_with_priority_invite() {
     assert_eq!(inv, 0, "INVITE (priority) never shed");
     assert!(reg >= 3, "REGISTERs shed: {reg} of 20");
     assert_eq!(dialog, 0, "in-dialog requests never shed");
+}
+
+/// Per-method rate limits (`[ratelimit]`, token buckets): past its burst a limited method gets
+/// 503 with Retry-After, methods without a limit pass, and the bucket refills with time.
+#[test]
+fn a_rate_limited_method_gets_503_past_its_burst_while_other_methods_pass() {
+    let s = Server::start(&[
+        "--set",
+        "pike.enabled=false",
+        "--set",
+        "ratelimit.enabled=true",
+        "--set",
+        "ratelimit.methods={ MESSAGE = 5 }",
+    ]);
+    let sock = UdpSocket::bind("127.0.0.2:0").expect("127.0.0.2");
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let addr = sock.local_addr().unwrap();
+    let ua = Ua { sock, addr };
+    let send = |method: &str| {
+        let r = request(method, "sip:nobody@127.0.0.1", ua.addr, "UDP", "", "");
+        ua.send(s.udp, r.as_bytes());
+        ua.expect("an answer")
+    };
+    let started = Instant::now();
+    let (mut passed, mut limited) = (0, 0);
+    for _ in 0..30 {
+        let a = send("MESSAGE");
+        if a.status() == Some(503) {
+            assert!(
+                a.header(sip_msg::HeaderName::RetryAfter).is_some(),
+                "{}",
+                text(&a)
+            );
+            limited += 1;
+        } else {
+            passed += 1;
+        }
+    }
+    // Burst of 5 plus what 5/s refills while the 30 were sent.
+    let refill = (started.elapsed().as_secs_f64() * 5.0).ceil() as usize;
+    assert!(
+        (5..=5 + refill).contains(&passed),
+        "{passed} passed, {limited} limited in {:?}",
+        started.elapsed()
+    );
+    for _ in 0..10 {
+        assert_ne!(send("OPTIONS").status(), Some(503), "OPTIONS has no limit");
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_ne!(
+        send("MESSAGE").status(),
+        Some(503),
+        "refilled after a second"
+    );
+    assert!(
+        s.metric("geosip_pike_refused_total{reason=\"ratelimit\",action=\"503\"}")
+            .unwrap_or(0.0)
+            >= limited as f64
+    );
 }
