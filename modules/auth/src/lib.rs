@@ -367,7 +367,7 @@ impl Auth {
         }
         let looked_up = match cached {
             Some(s) => Ok(s),
-            None => self.subscribers.get(&user, &realm),
+            None => self.subscribers.read(&user, &realm),
         };
         let sub = match looked_up {
             Ok(s) => s,
@@ -451,18 +451,20 @@ impl Auth {
             if d.realm != Some(realm) {
                 continue;
             }
-            let alg = match d.algorithm {
-                None => Algorithm::Md5,
-                Some(t) => match Algorithm::parse(t) {
-                    Some(a) => a,
-                    None => continue,
-                },
-            };
-            if self.algorithms.contains(&alg) {
+            if let Some(alg) = self.offered(&d) {
                 return Some((alg, d));
             }
         }
         None
+    }
+
+    /// The algorithm of `d` (none given = MD5) when it is one we offer.
+    fn offered(&self, d: &DigestCredentials<'_>) -> Option<Algorithm> {
+        let alg = match d.algorithm {
+            None => Algorithm::Md5,
+            Some(t) => Algorithm::parse(t)?,
+        };
+        self.algorithms.contains(&alg).then_some(alg)
     }
 
     /// The challenge header values for `realm`: one per algorithm, in configuration order,
@@ -594,17 +596,15 @@ impl Auth {
             let (Some(realm), Some(user)) = (d.realm, d.username) else {
                 continue;
             };
-            let alg = match d.algorithm {
-                None => Algorithm::Md5,
-                Some(t) => match Algorithm::parse(t) {
-                    Some(a) => a,
-                    None => continue,
-                },
-            };
-            if !self.algorithms.contains(&alg) {
+            if self.offered(&d).is_none() {
                 continue;
             }
-            let realm = realm.to_ascii_lowercase();
+            // Realms are lowercase in the table; most already are (no copy then).
+            let realm: Cow<'_, [u8]> = if realm.iter().any(u8::is_ascii_uppercase) {
+                Cow::Owned(realm.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(realm)
+            };
             if !core.myself.is_local_domain(&realm) {
                 continue;
             }
@@ -615,7 +615,10 @@ impl Auth {
             {
                 return None;
             }
-            return Some((Bytes::copy_from_slice(&user), Bytes::from(realm)));
+            return Some((
+                Bytes::copy_from_slice(&user),
+                Bytes::copy_from_slice(&realm),
+            ));
         }
         None
     }

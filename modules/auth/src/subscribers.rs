@@ -471,8 +471,13 @@ impl Subscribers {
         true
     }
 
-    /// Reads `user@domain` from the table (a cache miss) and caches the answer.
-    fn read(&self, user: &[u8], domain: &[u8]) -> Result<Option<Arc<Subscriber>>, SubscriberError> {
+    /// Reads `user@domain` from the table (after [`cached`](Self::cached) missed) and caches
+    /// the answer.
+    pub(crate) fn read(
+        &self,
+        user: &[u8],
+        domain: &[u8],
+    ) -> Result<Option<Arc<Subscriber>>, SubscriberError> {
         self.stats.cache_misses.inc();
         let Some((u, d)) = Self::storable(user, domain) else {
             return Ok(None);
