@@ -144,8 +144,12 @@ impl Engine {
         let Some(me) = self.me.upgrade() else { return };
         let data = Bytes::copy_from_slice(ctx.msg.as_bytes());
         let info = ctx.rx;
-        self.auth
-            .park(user, domain, Box::new(move || me.resume(data, info)));
+        self.auth.park(
+            user,
+            domain,
+            data.len(),
+            Box::new(move || me.resume(data, info)),
+        );
     }
 
     /// Runs a request set aside by [`park`](Self::park) again, on the batch reader's thread.

@@ -13,8 +13,8 @@
 //! not stop the workers from answering everything else. OpenSIPS calls this async DB access;
 //! Kamailio's `auth_db` blocks the worker instead.
 //!
-//! Bounds: at most `batch_max_parked` requests wait (a request beyond that reads the table
-//! itself, as without batching), at most 8 per subscriber (retransmissions), one query in
+//! Bounds: at most `batch_max_parked` requests and [`MAX_PARKED_BYTES`] wait (a request
+//! beyond that reads the table itself, as without batching), at most 8 per subscriber (retransmissions), one query in
 //! flight. A request waits for at most `batch_window_ms` plus one query (`timeout_ms`), and
 //! only when at least two more are expected within the window (at the rate requests were
 //! parked lately); a lone request at a low rate is read at once. When
@@ -41,6 +41,9 @@ pub type Wrapper = Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
 const MAX_BATCH: usize = geosip_store::subscriber::sql::MANY_MAX;
 /// Most requests parked on one subscriber: the request and its retransmissions.
 const MAX_PER_KEY: usize = 8;
+/// Most bytes of parked requests: `batch_max_parked` alone would allow 10,000 requests of
+/// 64 KiB each while the database is slow. 32 MiB holds 40,000 ordinary REGISTERs.
+pub const MAX_PARKED_BYTES: usize = 32 << 20;
 
 /// A subscriber waited for: (user, domain).
 pub(crate) type Key = (Box<[u8]>, Box<[u8]>);
@@ -49,8 +52,9 @@ pub(crate) type Key = (Box<[u8]>, Box<[u8]>);
 struct State {
     /// Keys in order of arrival; each is in `parked`.
     order: VecDeque<Key>,
-    parked: HashMap<Key, Vec<Resume>>,
+    parked: HashMap<Key, Vec<(usize, Resume)>>,
     total: usize,
+    bytes: usize,
     first_at: Option<Instant>,
     stop: bool,
     /// Requests parked per second (moving average, updated at each batch).
@@ -111,14 +115,21 @@ impl BatchReader {
     /// Whether another request may be parked now.
     pub fn has_room(&self) -> bool {
         let s = self.state.lock();
-        !s.stop && s.total < self.max_parked
+        !s.stop && s.total < self.max_parked && s.bytes < MAX_PARKED_BYTES
     }
 
-    /// Parks `resume` until the subscriber `user@domain` has been read. When it cannot be
-    /// parked (stopped, full), `resume` is handed back: the caller runs it now.
-    pub fn park(&self, user: &[u8], domain: &[u8], resume: Resume) -> Result<(), Resume> {
+    /// Parks `resume`, holding a request of `bytes`, until the subscriber `user@domain` has
+    /// been read. When it cannot be parked (stopped, full), `resume` is handed back: the caller
+    /// runs it now.
+    pub fn park(
+        &self,
+        user: &[u8],
+        domain: &[u8],
+        bytes: usize,
+        resume: Resume,
+    ) -> Result<(), Resume> {
         let mut s = self.state.lock();
-        if s.stop || s.total >= self.max_parked {
+        if s.stop || s.total >= self.max_parked || s.bytes + bytes > MAX_PARKED_BYTES {
             self.stats.overflows.inc();
             return Err(resume);
         }
@@ -128,8 +139,9 @@ impl BatchReader {
         if list.len() >= MAX_PER_KEY {
             return Err(resume);
         }
-        list.push(resume);
+        list.push((bytes, resume));
         s.total += 1;
+        s.bytes += bytes;
         s.parked_since += 1;
         if fresh {
             s.order.push_back(key);
@@ -220,7 +232,10 @@ impl BatchReader {
         for k in &keys {
             if let Some(v) = s.parked.remove(k) {
                 s.total -= v.len();
-                resumes.extend(v);
+                for (bytes, r) in v {
+                    s.bytes -= bytes;
+                    resumes.push(r);
+                }
             }
         }
         // Keys left (other domains) have waited long enough: they go next.
@@ -249,7 +264,14 @@ fn run(me: Weak<BatchReader>, subs: Weak<Subscribers>) {
         // Run again in arrival order; each finds its subscriber cached (or reads it itself
         // when the query failed).
         let mut resumes = resumes.into_iter();
-        let mut all = || resumes.by_ref().for_each(|r| r());
+        // A request that panics must not stop the reader: every later one would wait forever.
+        let mut all = || {
+            for r in resumes.by_ref() {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(r)).is_err() {
+                    tracing::error!(target: "geosip_auth", "a parked request panicked when it ran again");
+                }
+            }
+        };
         match wrapper {
             Some(w) => w(&mut all),
             None => all(),

@@ -559,12 +559,12 @@ impl Auth {
         self.authenticate(core, ctx, realm, Kind::Proxy)
     }
 
-    /// Sets a request aside until the subscriber it waits for (`user@domain`, from
-    /// [`AuthResult::Parked`]) is cached; `resume` then runs it again. Without batched reads,
+    /// Sets a request of `bytes` aside until the subscriber it waits for (`user@domain`, from
+    /// [`AuthResult::Parked`] or [`prefetch`](Self::prefetch)) is cached; `resume` then runs it. Without batched reads,
     /// or when too many wait, `resume` runs now (it reads the table itself).
-    pub fn park(&self, user: &[u8], domain: &[u8], resume: Resume) {
+    pub fn park(&self, user: &[u8], domain: &[u8], bytes: usize, resume: Resume) {
         let r = match &self.batch {
-            Some(b) => b.park(user, domain, resume),
+            Some(b) => b.park(user, domain, bytes, resume),
             None => Err(resume),
         };
         if let Err(resume) = r {

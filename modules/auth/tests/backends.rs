@@ -227,6 +227,7 @@ fn batched_reads(url: String) {
             b.park(
                 n.as_bytes(),
                 d.as_bytes(),
+                500,
                 Box::new(move || tx.send(name).unwrap())
             )
             .is_ok()
@@ -281,7 +282,8 @@ fn mariadb_batched_reads_cache_every_subscriber_of_a_batch_in_one_query_per_64()
 }
 
 /// When the database cannot be reached the parked requests still run (and then read the
-/// table themselves, which answers them 503): nothing waits forever.
+/// table themselves, which answers them 503): nothing waits forever. Past its bounds (count,
+/// bytes) a request is handed back, and one that panics does not stop the reader.
 #[test]
 fn parked_requests_run_again_when_the_batched_read_fails() {
     use std::time::Duration;
@@ -300,6 +302,7 @@ fn parked_requests_run_again_when_the_batched_read_fails() {
             b.park(
                 b"alice",
                 b"example.com",
+                500,
                 Box::new(move || tx.send(()).unwrap())
             )
             .is_ok()
@@ -322,10 +325,46 @@ fn parked_requests_run_again_when_the_batched_read_fails() {
         busy_tx.send(()).unwrap();
         go_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     });
-    assert!(b.park(b"x", b"example.com", hold).is_ok());
+    assert!(b.park(b"x", b"example.com", 500, hold).is_ok());
     busy_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert!(b.park(b"a", b"example.com", Box::new(|| ())).is_ok());
-    assert!(b.park(b"b", b"example.com", Box::new(|| ())).is_err());
+    assert!(b.park(b"a", b"example.com", 500, Box::new(|| ())).is_ok());
+    assert!(b.park(b"b", b"example.com", 500, Box::new(|| ())).is_err());
     assert_eq!(b.stats.overflows.get(), 1);
     go_tx.send(()).unwrap();
+    // Bytes are capped too (10,000 large requests would be 640 MiB).
+    let b = geosip_auth::BatchReader::start(&subs, Duration::from_millis(1), 10_000).unwrap();
+    let big = geosip_auth::batch::MAX_PARKED_BYTES + 1;
+    assert!(
+        b.park(b"big", b"example.com", big, Box::new(|| ()))
+            .is_err()
+    );
+    // A request that panics when it runs again does not stop the reader.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    assert!(
+        b.park(b"p", b"example.com", 500, Box::new(|| panic!("boom")))
+            .is_ok()
+    );
+    assert!(
+        b.park(
+            b"q",
+            b"example.com",
+            500,
+            Box::new(move || tx.send(()).unwrap())
+        )
+        .is_ok()
+    );
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the request after the panicking one ran");
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    assert!(
+        b.park(
+            b"r",
+            b"example.com",
+            500,
+            Box::new(move || tx.send(()).unwrap())
+        )
+        .is_ok()
+    );
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("and the reader still takes new ones");
 }
