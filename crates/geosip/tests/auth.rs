@@ -117,6 +117,31 @@ fn nonce_for(r: &SipMessage, alg: &str) -> (String, String) {
     (realm.clone(), nonce.clone())
 }
 
+/// The MD5 answer (nc 1) of `user`/`pass` to the challenge in `r`, as a `header` line.
+fn answer_md5(
+    r: &SipMessage,
+    user: &str,
+    pass: &str,
+    method: &str,
+    uri: &str,
+    header: &str,
+) -> String {
+    let (realm, nonce) = nonce_for(r, "MD5");
+    authorization(
+        &Cred {
+            user,
+            pass,
+            realm: &realm,
+            nonce: &nonce,
+            alg: Algorithm::Md5,
+            nc: 1,
+            method,
+            uri,
+        },
+        header,
+    )
+}
+
 #[test]
 fn register_without_credentials_gets_401_with_one_challenge_per_algorithm() {
     let s = server_with_auth(&[]);
@@ -237,18 +262,12 @@ fn a_nonce_reused_with_the_same_nc_is_rejected() {
     let s = server_with_auth(&[]);
     let ua = Ua::new();
     let r = register_with(&s, &ua, "alice", "r1", 1, "");
-    let (realm, nonce) = nonce_for(&r, "MD5");
-    let cred = authorization(
-        &Cred {
-            user: "alice",
-            pass: "s3cret",
-            realm: &realm,
-            nonce: &nonce,
-            alg: Algorithm::Md5,
-            nc: 1,
-            method: "REGISTER",
-            uri: "sip:127.0.0.1",
-        },
+    let cred = answer_md5(
+        &r,
+        "alice",
+        "s3cret",
+        "REGISTER",
+        "sip:127.0.0.1",
         "Authorization",
     );
     assert_eq!(
@@ -270,19 +289,13 @@ fn an_expired_nonce_gets_401_with_stale_true() {
     ]);
     let ua = Ua::new();
     let r = register_with(&s, &ua, "alice", "s1", 1, "");
-    let (realm, nonce) = nonce_for(&r, "MD5");
     std::thread::sleep(Duration::from_millis(2500));
-    let cred = authorization(
-        &Cred {
-            user: "alice",
-            pass: "s3cret",
-            realm: &realm,
-            nonce: &nonce,
-            alg: Algorithm::Md5,
-            nc: 1,
-            method: "REGISTER",
-            uri: "sip:127.0.0.1",
-        },
+    let cred = answer_md5(
+        &r,
+        "alice",
+        "s3cret",
+        "REGISTER",
+        "sip:127.0.0.1",
         "Authorization",
     );
     let r = register_with(&s, &ua, "alice", "s1", 2, &cred);
@@ -334,18 +347,12 @@ fn a_subscriber_added_over_rpc_authenticates_at_once() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r = register_with(&s, &ua, "newbie", "n1", 2, "");
-    let (realm, nonce) = nonce_for(&r, "MD5");
-    let cred = authorization(
-        &Cred {
-            user: "newbie",
-            pass: "pw12345",
-            realm: &realm,
-            nonce: &nonce,
-            alg: Algorithm::Md5,
-            nc: 1,
-            method: "REGISTER",
-            uri: "sip:127.0.0.1",
-        },
+    let cred = answer_md5(
+        &r,
+        "newbie",
+        "pw12345",
+        "REGISTER",
+        "sip:127.0.0.1",
         "Authorization",
     );
     assert_eq!(
@@ -735,18 +742,12 @@ fn the_lua_auth_api_authenticates_reads_subscriber_attributes_and_consumes_crede
     };
     ua.send(s.udp, msg("", 1).as_bytes());
     let r = ua.expect_status(407);
-    let (realm, nonce) = nonce_for(&r, "MD5");
-    let cred = authorization(
-        &Cred {
-            user: "alice",
-            pass: "s3cret",
-            realm: &realm,
-            nonce: &nonce,
-            alg: Algorithm::Md5,
-            nc: 1,
-            method: "MESSAGE",
-            uri: "sip:bob@127.0.0.1",
-        },
+    let cred = answer_md5(
+        &r,
+        "alice",
+        "s3cret",
+        "MESSAGE",
+        "sip:bob@127.0.0.1",
         "Proxy-Authorization",
     );
     ua.send(s.udp, msg(&cred, 2).as_bytes());
@@ -815,18 +816,12 @@ fn second_register(s: &Server, ua: &Ua, user: &str, domain: &str, pass: &str) ->
     ua.send(s.udp, r.as_bytes());
     let r = ua.recv(Duration::from_secs(5)).expect("a challenge");
     assert_eq!(r.status(), Some(401), "{}", text(&r));
-    let (realm, nonce) = nonce_for(&r, "MD5");
-    let cred = authorization(
-        &Cred {
-            user,
-            pass,
-            realm: &realm,
-            nonce: &nonce,
-            alg: Algorithm::Md5,
-            nc: 1,
-            method: "REGISTER",
-            uri: &format!("sip:{domain}"),
-        },
+    let cred = answer_md5(
+        &r,
+        user,
+        pass,
+        "REGISTER",
+        &format!("sip:{domain}"),
         "Authorization",
     );
     register(
@@ -979,18 +974,12 @@ fn an_invite_waiting_for_a_batched_read_of_its_caller_is_relayed_and_answered() 
     };
     caller.send(s.udp, invite(1, "").as_bytes());
     let r = caller.expect_status(407);
-    let (realm, nonce) = nonce_for(&r, "MD5");
-    let cred = authorization(
-        &Cred {
-            user: "alice",
-            pass: "pw-alice",
-            realm: &realm,
-            nonce: &nonce,
-            alg: Algorithm::Md5,
-            nc: 1,
-            method: "INVITE",
-            uri: "sip:bob@127.0.0.1",
-        },
+    let cred = answer_md5(
+        &r,
+        "alice",
+        "pw-alice",
+        "INVITE",
+        "sip:bob@127.0.0.1",
         "Proxy-Authorization",
     );
     let parked = s.metric("geosip_auth_batch_parked_total").unwrap_or(0.0);

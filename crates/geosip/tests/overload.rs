@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -36,12 +35,7 @@ fn priority_under_overload(priority: &str) -> (usize, usize, usize) {
     let started = Instant::now();
     // The phones come from 127.0.0.2: 127.0.0.1 could be whitelisted, and whitelisted peers
     // are never shed.
-    let phone = || {
-        let sock = UdpSocket::bind("127.0.0.2:0").expect("127.0.0.2");
-        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let addr = sock.local_addr().unwrap();
-        Ua { sock, addr }
-    };
+    let phone = || Ua::on("127.0.0.2");
     let callee = phone();
     let r = register(
         "silent",
@@ -154,10 +148,7 @@ fn a_rate_limited_method_gets_503_past_its_burst_while_other_methods_pass() {
         "--set",
         "ratelimit.methods={ MESSAGE = 5 }",
     ]);
-    let sock = UdpSocket::bind("127.0.0.2:0").expect("127.0.0.2");
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let addr = sock.local_addr().unwrap();
-    let ua = Ua { sock, addr };
+    let ua = Ua::on("127.0.0.2");
     let send = |method: &str| {
         let r = request(method, "sip:nobody@127.0.0.1", ua.addr, "UDP", "", "");
         ua.send(s.udp, r.as_bytes());

@@ -276,7 +276,12 @@ pub struct Ua {
 impl Ua {
     /// Bound on a free loopback port.
     pub fn new() -> Ua {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind ua");
+        Ua::on("127.0.0.1")
+    }
+
+    /// Bound on a free port of `ip` (e.g. 127.0.0.2: a source that is not whitelisted).
+    pub fn on(ip: &str) -> Ua {
+        let sock = UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("bind ua on {ip}: {e}"));
         let addr = sock.local_addr().unwrap();
         Ua { sock, addr }
     }
