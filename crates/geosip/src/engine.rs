@@ -88,7 +88,8 @@ impl Engine {
                 return;
             }
         }
-        if let Err(e) = msg.validate() {
+        // A resumed request is the same bytes that passed validation before it was parked.
+        if let Err(e) = if resumed { Ok(()) } else { msg.validate() } {
             stats.parse_error(e.kind().as_str());
             self.log_bad(info.src, "bad request", e.kind().as_str());
             // Answer 400 (505 for the version) unless it is an ACK (RFC 3261 §8.2, §17.2.1).

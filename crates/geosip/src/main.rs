@@ -13,6 +13,13 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc rather than glibc malloc: glibc grows each thread's arena a page at a time with an
+/// `mprotect` system call, which showed as ~3 % of the CPU of an authenticated REGISTER while
+/// new contacts and cache entries are stored; mimalloc also has cheaper per-thread free lists.
+/// Measured: 3–7 % less CPU per authenticated REGISTER (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "geosip",

@@ -369,10 +369,12 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
     };
     server.threads.push(Tm::spawn_timer(&tm));
     {
-        // Every 100 ms: the transaction count feeds overload control; every 5 s: htable sweep.
+        // Every 100 ms: the transaction count feeds overload control, idle subscriber readers
+        // end their snapshot; every 5 s: htable sweep.
         let h = Arc::clone(&htable);
         let p = Arc::clone(&protect);
         let t = Arc::clone(&tm);
+        let a = Arc::clone(&auth);
         server.threads.push(
             std::thread::Builder::new()
                 .name("housekeeping".into())
@@ -381,6 +383,7 @@ pub fn run(opts: RunOpts) -> anyhow::Result<()> {
                     loop {
                         std::thread::sleep(Duration::from_millis(100));
                         p.overload().set_transactions(t.live() as u64);
+                        a.tick();
                         n += 1;
                         if n.is_multiple_of(50) {
                             h.sweep(std::time::Instant::now());

@@ -71,7 +71,7 @@ pub struct AuthConfig {
     /// Default true.
     pub batch_reads: bool,
     /// How long the first request of a batch waits for others, ms (0..=100); it only waits
-    /// when at least two more are expected in that time at the recent rate. Default 10.
+    /// when at least two more are expected in that time at the recent rate. Default 30.
     pub batch_window_ms: u64,
     /// Most requests set aside at once; beyond that a request reads its subscriber itself.
     /// Default 10000.
@@ -100,7 +100,7 @@ impl Default for AuthConfig {
             cache_negative_ttl: 10,
             cache_size: 100_000,
             batch_reads: true,
-            batch_window_ms: 10,
+            batch_window_ms: 30,
             batch_max_parked: 10_000,
         }
     }

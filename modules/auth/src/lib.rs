@@ -249,6 +249,11 @@ impl Auth {
         &self.subscribers
     }
 
+    /// Periodic upkeep (the server calls it every 100 ms): see [`Subscribers::tick`].
+    pub fn tick(&self) {
+        self.subscribers.tick();
+    }
+
     /// Counters.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics

@@ -44,6 +44,11 @@ pub struct Subscriber {
 
 impl Subscriber {
     fn from_row(r: &SubscriberRow) -> Subscriber {
+        Subscriber::from_owned_row(r.clone())
+    }
+
+    /// [`from_row`](Self::from_row) without copying the names (the read paths).
+    fn from_owned_row(r: SubscriberRow) -> Subscriber {
         let col = |a: Algorithm| {
             let s = match a {
                 Algorithm::Md5 => &r.ha1_md5,
@@ -52,13 +57,15 @@ impl Subscriber {
             };
             Hex::parse(a, s.as_bytes())
         };
+        let ha1 = Algorithm::ALL.map(col);
+        let attrs = parse_attrs_json(&r.attrs);
         Subscriber {
-            username: r.username.clone(),
-            domain: r.domain.clone(),
-            ha1: Algorithm::ALL.map(col),
+            username: r.username,
+            domain: r.domain,
+            ha1,
             has_password: r.password.is_some(),
             enabled: r.enabled,
-            attrs: parse_attrs_json(&r.attrs),
+            attrs,
             created: r.created,
             updated: r.updated,
         }
@@ -104,6 +111,10 @@ fn alg_index(a: Algorithm) -> usize {
 }
 
 fn parse_attrs_json(s: &str) -> BTreeMap<String, String> {
+    // Most subscribers have none: no JSON parse on each cache miss for them.
+    if matches!(s.trim(), "" | "{}") {
+        return BTreeMap::new();
+    }
     match serde_json::from_str::<BTreeMap<String, Value>>(s) {
         Ok(m) => m
             .into_iter()
@@ -461,14 +472,30 @@ impl Subscribers {
             return false;
         };
         let now = Instant::now();
-        for u in users {
-            let sub = rows
-                .iter()
-                .find(|r| r.username == u)
-                .map(|r| Arc::new(Subscriber::from_row(r)));
-            self.cache.fill(u.as_bytes(), domain, sub, gen_at_read, now);
+        let mut found = vec![false; users.len()];
+        for r in rows {
+            // Users are unique per batch key; a row answers the first user it names.
+            let Some(i) = users.iter().position(|u| *u == r.username) else {
+                continue;
+            };
+            if std::mem::replace(&mut found[i], true) {
+                continue;
+            }
+            let sub = Arc::new(Subscriber::from_owned_row(r));
+            self.cache
+                .fill(users[i].as_bytes(), domain, Some(sub), gen_at_read, now);
+        }
+        for (u, _) in users.iter().zip(&found).filter(|(_, f)| !**f) {
+            self.cache
+                .fill(u.as_bytes(), domain, None, gen_at_read, now);
         }
         true
+    }
+
+    /// Periodic upkeep of the table readers: an idle in-process SQLite reader lets go of its
+    /// snapshot after at most 100 ms, so it does not hold back WAL checkpoints.
+    pub fn tick(&self) {
+        self.store.tick();
     }
 
     /// Reads `user@domain` from the table (after [`cached`](Self::cached) missed) and caches
@@ -488,7 +515,7 @@ impl Subscribers {
             Some(row) => row,
             None => self.block_on(self.call(self.store.get(u, d)))??,
         };
-        let sub = row.as_ref().map(|r| Arc::new(Subscriber::from_row(r)));
+        let sub = row.map(|r| Arc::new(Subscriber::from_owned_row(r)));
         self.cache
             .fill(user, domain, sub.clone(), gen_at_read, Instant::now());
         Ok(sub)
@@ -647,7 +674,7 @@ impl Subscribers {
     pub async fn show_async(&self, aor: &str) -> Result<Subscriber, SubscriberError> {
         let (user, domain) = parse_aor(aor)?;
         match self.call(self.store.get_master(&user, &domain)).await? {
-            Some(r) => Ok(Subscriber::from_row(&r)),
+            Some(r) => Ok(Subscriber::from_owned_row(r)),
             None => Err(SubscriberError::NotFound(format!("{user}@{domain}"))),
         }
     }
@@ -671,7 +698,7 @@ impl Subscribers {
                 limit,
             ))
             .await?;
-        Ok(rows.iter().map(Subscriber::from_row).collect())
+        Ok(rows.into_iter().map(Subscriber::from_owned_row).collect())
     }
 
     /// Bulk import: one subscriber per line, `user@domain,password[,name=value;name=value]`

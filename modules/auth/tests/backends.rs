@@ -165,6 +165,8 @@ fn replica(master: String, replica: String) {
         .unwrap()
         .unwrap();
     rt.block_on(rstore.insert(&row)).unwrap();
+    // An in-process SQLite reader keeps one snapshot for at most 100 ms.
+    std::thread::sleep(std::time::Duration::from_millis(110));
     assert!(
         subs.get(b"alice", b"example.com").unwrap().is_some(),
         "read from the replica"

@@ -44,7 +44,22 @@ pub fn contact_value(b: &Binding, now_s: u64, out: &mut Vec<u8>) {
 }
 
 /// RFC 1123 date in GMT (`Sun, 06 Nov 1994 08:49:37 GMT`) for unix seconds `t`.
+///
+/// Every 200 to a REGISTER carries one; it is formatted once per second and thread.
 pub fn http_date(t: u64) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+    }
+    LAST.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != t || c.1.is_empty() {
+            *c = (t, format_http_date(t));
+        }
+        c.1.clone()
+    })
+}
+
+fn format_http_date(t: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

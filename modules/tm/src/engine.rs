@@ -56,7 +56,8 @@ pub(crate) fn request_key(msg: &SipMessage, cancel_target: bool) -> Option<TxnKe
         let mut sent_by: SmallVec<[u8; 64]> = SmallVec::new();
         sent_by.extend_from_slice(via.host().raw());
         if let Some(p) = via.port() {
-            let _ = write!(sent_by, ":{p}");
+            sent_by.push(b':');
+            sent_by.extend_from_slice(itoa::Buffer::new().format(p).as_bytes());
         }
         return if cancel_target {
             TxnKey::cancel_target(branch, &sent_by)

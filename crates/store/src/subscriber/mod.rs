@@ -156,6 +156,14 @@ impl SubscriberStore {
         self.reader().get_sync(username, domain)
     }
 
+    /// Periodic upkeep of the readers (see [`SqlSubscribers::tick`]).
+    pub fn tick(&self) {
+        self.master.tick();
+        if let Some(r) = &self.replica {
+            r.tick();
+        }
+    }
+
     /// Whether the reader batches reads ([`get_many_sync`](Self::get_many_sync)).
     pub fn batches_reads(&self) -> bool {
         self.reader().batches_reads()

@@ -81,6 +81,14 @@ impl SqlSubscribers {
         self.remote.is_some()
     }
 
+    /// Periodic upkeep (every 100 ms or so): idle in-process SQLite readers let go of their
+    /// snapshot, so they do not hold back WAL checkpoints.
+    pub fn tick(&self) {
+        if let Some(r) = &self.sync {
+            r.end_stale();
+        }
+    }
+
     /// Every subscriber of `domain` among `users` (at most [`MANY_MAX`]) in one query, on the
     /// calling thread; `None` = failed or not available (see [`SyncRemoteReader::get_many`]).
     pub fn get_many_sync(&self, domain: &str, users: &[&str]) -> Option<Vec<SubscriberRow>> {

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
@@ -16,6 +16,11 @@ use super::SubscriberRow;
 
 /// Idle connections kept (one per thread that reads at once is enough).
 const MAX_IDLE: usize = 8;
+
+/// Longest a reader keeps one snapshot of the table: a row written by another connection
+/// (`geosip subscriber add` on the same file) is seen at most this much later. Writes through
+/// this server also update the cache at once.
+const SNAPSHOT_MAX: Duration = Duration::from_millis(100);
 
 const GET: &str = "SELECT username, domain, ha1_md5, ha1_sha256, ha1_sha512_256, password, \
                    enabled, attrs, created, updated FROM subscriber WHERE username = ?1 AND domain = ?2";
@@ -25,7 +30,14 @@ const GET: &str = "SELECT username, domain, ha1_md5, ha1_sha256, ha1_sha512_256,
 pub struct SyncSqliteReader {
     path: PathBuf,
     busy_timeout: Duration,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Reader>>,
+}
+
+/// A connection and, while one is open, when its read transaction began.
+#[derive(Debug)]
+struct Reader {
+    conn: Connection,
+    since: Option<Instant>,
 }
 
 impl SyncSqliteReader {
@@ -54,11 +66,26 @@ impl SyncSqliteReader {
     /// uses the asynchronous path, which reports the error as every other backend does.
     pub fn get(&self, username: &str, domain: &str) -> Option<Option<SubscriberRow>> {
         let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
-        let conn = match pooled {
-            Some(c) => c,
-            None => self.open().ok()?,
+        let mut r = match pooled {
+            Some(r) => r,
+            None => Reader {
+                conn: self.open().ok()?,
+                since: None,
+            },
         };
-        let res = conn.prepare_cached(GET).and_then(|mut st| {
+        let now = Instant::now();
+        // Reads share one read transaction for up to SNAPSHOT_MAX: starting and ending one
+        // per read (WAL lock, wal-index check, two fcntl calls) cost more than the lookup.
+        if r.since
+            .is_some_and(|t| now.duration_since(t) >= SNAPSHOT_MAX)
+        {
+            let _ = r.conn.execute_batch("COMMIT");
+            r.since = None;
+        }
+        if r.since.is_none() && r.conn.execute_batch("BEGIN").is_ok() {
+            r.since = Some(now);
+        }
+        let res = r.conn.prepare_cached(GET).and_then(|mut st| {
             st.query_row([username, domain], |r| {
                 Ok(SubscriberRow {
                     username: r.get(0)?,
@@ -81,9 +108,25 @@ impl SyncSqliteReader {
             && let Ok(mut v) = self.idle.lock()
             && v.len() < MAX_IDLE
         {
-            v.push(conn);
+            v.push(r);
         }
         res.ok()
+    }
+
+    /// Ends the read transactions of idle connections older than SNAPSHOT_MAX, so that an
+    /// idle reader does not hold back WAL checkpoints (call it periodically).
+    pub fn end_stale(&self) {
+        let now = Instant::now();
+        if let Ok(mut v) = self.idle.lock() {
+            for r in v.iter_mut() {
+                if r.since
+                    .is_some_and(|t| now.duration_since(t) >= SNAPSHOT_MAX)
+                {
+                    let _ = r.conn.execute_batch("COMMIT");
+                    r.since = None;
+                }
+            }
+        }
     }
 }
 
@@ -112,11 +155,62 @@ mod tests {
             [],
         )
         .unwrap();
+        // The reader's snapshot is at most SNAPSHOT_MAX old.
+        std::thread::sleep(SNAPSHOT_MAX);
         let row = r.get("alice", "example.com").unwrap().unwrap();
         assert_eq!(
             (row.ha1_md5.as_str(), row.enabled, row.updated),
             ("abc", true, 2)
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_idle_reader_lets_go_of_its_snapshot_so_the_wal_can_be_checkpointed() {
+        let dir =
+            std::env::temp_dir().join(format!("geosip-syncsqlite-ckpt-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("sub.db");
+        let _ = std::fs::remove_file(&path);
+        let w = Connection::open(&path).unwrap();
+        w.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE subscriber (username TEXT NOT NULL, domain TEXT NOT NULL, \
+             ha1_md5 TEXT NOT NULL DEFAULT '', ha1_sha256 TEXT NOT NULL DEFAULT '', ha1_sha512_256 TEXT NOT NULL DEFAULT '', \
+             password TEXT, enabled INTEGER NOT NULL DEFAULT 1, attrs TEXT NOT NULL DEFAULT '{}', created INTEGER NOT NULL, \
+             updated INTEGER NOT NULL, PRIMARY KEY (username, domain));",
+        )
+        .unwrap();
+        // A blocked checkpoint answers at once instead of retrying for rusqlite's 5 s default.
+        w.busy_timeout(Duration::ZERO).unwrap();
+        let insert = |u: &str| {
+            w.execute(
+                "INSERT INTO subscriber (username, domain, created, updated) VALUES (?1, 'example.com', 1, 1)",
+                [u],
+            )
+            .unwrap();
+        };
+        let checkpoint_blocked = || {
+            w.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+                == 1
+        };
+        insert("a");
+        let r = SyncSqliteReader::new(path.clone(), Duration::from_millis(10));
+        assert!(r.get("a", "example.com").unwrap().is_some());
+        insert("b");
+        assert!(
+            checkpoint_blocked(),
+            "a reader inside its snapshot holds the WAL"
+        );
+        std::thread::sleep(SNAPSHOT_MAX);
+        r.end_stale();
+        assert!(
+            !checkpoint_blocked(),
+            "after end_stale the WAL is checkpointed"
+        );
+        assert!(r.get("b", "example.com").unwrap().is_some());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
