@@ -201,23 +201,37 @@ impl SubscriberStore {
 
     /// Inserts a new subscriber on the master; a duplicate fails ([`is_duplicate`]).
     pub async fn insert(&self, row: &SubscriberRow) -> StoreResult<()> {
-        self.master.insert(row).await
+        let r = self.master.insert(row).await;
+        self.wrote();
+        r
     }
 
     /// Inserts every row in one master transaction: all or nothing. On error, the index of
     /// the row that failed.
     pub async fn insert_all(&self, rows: &[SubscriberRow]) -> Result<(), (usize, StoreError)> {
-        self.master.insert_all(rows).await
+        let r = self.master.insert_all(rows).await;
+        self.wrote();
+        r
     }
 
     /// Rewrites an existing subscriber (matched by username and domain) on the master; false
     /// when there is none.
     pub async fn update(&self, row: &SubscriberRow) -> StoreResult<bool> {
-        self.master.update(row).await
+        let r = self.master.update(row).await;
+        self.wrote();
+        r
     }
 
     /// Deletes a subscriber on the master; false when there was none.
     pub async fn delete(&self, username: &str, domain: &str) -> StoreResult<bool> {
-        self.master.delete(username, domain).await
+        let r = self.master.delete(username, domain).await;
+        self.wrote();
+        r
+    }
+
+    /// After a write through this store, in-process readers of the master take a fresh
+    /// snapshot at their next read: what was just written is read back at once.
+    fn wrote(&self) {
+        self.master.wrote();
     }
 }

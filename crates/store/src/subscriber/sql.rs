@@ -89,6 +89,13 @@ impl SqlSubscribers {
         }
     }
 
+    /// A write went through this store: readers must not answer from an older snapshot.
+    pub fn wrote(&self) {
+        if let Some(r) = &self.sync {
+            r.wrote();
+        }
+    }
+
     /// Every subscriber of `domain` among `users` (at most [`MANY_MAX`]) in one query, on the
     /// calling thread; `None` = failed or not available (see [`SyncRemoteReader::get_many`]).
     pub fn get_many_sync(&self, domain: &str, users: &[&str]) -> Option<Vec<SubscriberRow>> {

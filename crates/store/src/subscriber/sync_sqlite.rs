@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -31,6 +32,9 @@ pub struct SyncSqliteReader {
     path: PathBuf,
     busy_timeout: Duration,
     idle: Mutex<Vec<Reader>>,
+    /// Writes made through this process ([`wrote`](Self::wrote)); a snapshot older than the
+    /// last one is not used again.
+    writes: AtomicU64,
 }
 
 /// A connection and, while one is open, when its read transaction began.
@@ -38,6 +42,8 @@ pub struct SyncSqliteReader {
 struct Reader {
     conn: Connection,
     since: Option<Instant>,
+    /// [`SyncSqliteReader::writes`] when the snapshot began.
+    writes: u64,
 }
 
 impl SyncSqliteReader {
@@ -47,6 +53,7 @@ impl SyncSqliteReader {
             path,
             busy_timeout,
             idle: Mutex::new(Vec::new()),
+            writes: AtomicU64::new(0),
         }
     }
 
@@ -71,19 +78,22 @@ impl SyncSqliteReader {
             None => Reader {
                 conn: self.open().ok()?,
                 since: None,
+                writes: 0,
             },
         };
         let now = Instant::now();
+        let writes = self.writes.load(Ordering::Acquire);
         // Reads share one read transaction for up to SNAPSHOT_MAX: starting and ending one
         // per read (WAL lock, wal-index check, two fcntl calls) cost more than the lookup.
         if r.since
-            .is_some_and(|t| now.duration_since(t) >= SNAPSHOT_MAX)
+            .is_some_and(|t| now.duration_since(t) >= SNAPSHOT_MAX || r.writes != writes)
         {
             let _ = r.conn.execute_batch("COMMIT");
             r.since = None;
         }
         if r.since.is_none() && r.conn.execute_batch("BEGIN").is_ok() {
             r.since = Some(now);
+            r.writes = writes;
         }
         let res = r.conn.prepare_cached(GET).and_then(|mut st| {
             st.query_row([username, domain], |r| {
@@ -111,6 +121,12 @@ impl SyncSqliteReader {
             v.push(r);
         }
         res.ok()
+    }
+
+    /// A write was committed through this process: the next read of every connection, also
+    /// of one in use now, takes a fresh snapshot.
+    pub fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Ends the read transactions of idle connections older than SNAPSHOT_MAX, so that an
@@ -211,6 +227,36 @@ mod tests {
             "after end_stale the WAL is checkpointed"
         );
         assert!(r.get("b", "example.com").unwrap().is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_write_through_this_process_is_read_back_at_once() {
+        let dir =
+            std::env::temp_dir().join(format!("geosip-syncsqlite-wrote-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("sub.db");
+        let _ = std::fs::remove_file(&path);
+        let w = Connection::open(&path).unwrap();
+        w.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE subscriber (username TEXT NOT NULL, domain TEXT NOT NULL, \
+             ha1_md5 TEXT NOT NULL DEFAULT '', ha1_sha256 TEXT NOT NULL DEFAULT '', ha1_sha512_256 TEXT NOT NULL DEFAULT '', \
+             password TEXT, enabled INTEGER NOT NULL DEFAULT 1, attrs TEXT NOT NULL DEFAULT '{}', created INTEGER NOT NULL, \
+             updated INTEGER NOT NULL, PRIMARY KEY (username, domain));",
+        )
+        .unwrap();
+        let r = SyncSqliteReader::new(path.clone(), Duration::from_secs(1));
+        assert_eq!(r.get("bob", "example.com").unwrap(), None);
+        w.execute(
+            "INSERT INTO subscriber (username, domain, created, updated) VALUES ('bob', 'example.com', 1, 1)",
+            [],
+        )
+        .unwrap();
+        r.wrote();
+        assert!(
+            r.get("bob", "example.com").unwrap().is_some(),
+            "no stale snapshot after wrote()"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
