@@ -35,6 +35,8 @@ pub struct SyncSqliteReader {
     /// Writes made through this process ([`wrote`](Self::wrote)); a snapshot older than the
     /// last one is not used again.
     writes: AtomicU64,
+    /// [`SNAPSHOT_MAX`]; longer in tests.
+    snapshot_max: Duration,
 }
 
 /// A connection and, while one is open, when its read transaction began.
@@ -46,6 +48,23 @@ struct Reader {
     writes: u64,
 }
 
+impl Reader {
+    /// Whether the snapshot must not serve a read at `now`: older than `max`, or (given the
+    /// reader's write count) taken before a write through this process.
+    fn stale(&self, now: Instant, max: Duration, writes: Option<u64>) -> bool {
+        self.since.is_some_and(|t| {
+            now.duration_since(t) >= max || writes.is_some_and(|w| w != self.writes)
+        })
+    }
+
+    /// Ends the snapshot; false when that failed (the connection is then not kept: it could
+    /// stay inside its old transaction).
+    fn end(&mut self) -> bool {
+        self.since = None;
+        self.conn.execute_batch("COMMIT").is_ok()
+    }
+}
+
 impl SyncSqliteReader {
     /// A reader of the database file `path`; nothing is opened yet.
     pub fn new(path: PathBuf, busy_timeout: Duration) -> SyncSqliteReader {
@@ -54,6 +73,7 @@ impl SyncSqliteReader {
             busy_timeout,
             idle: Mutex::new(Vec::new()),
             writes: AtomicU64::new(0),
+            snapshot_max: SNAPSHOT_MAX,
         }
     }
 
@@ -85,14 +105,15 @@ impl SyncSqliteReader {
         let writes = self.writes.load(Ordering::Acquire);
         // Reads share one read transaction for up to SNAPSHOT_MAX: starting and ending one
         // per read (WAL lock, wal-index check, two fcntl calls) cost more than the lookup.
-        if r.since
-            .is_some_and(|t| now.duration_since(t) >= SNAPSHOT_MAX || r.writes != writes)
-        {
-            let _ = r.conn.execute_batch("COMMIT");
-            r.since = None;
+        let mut keep = true;
+        if r.stale(now, self.snapshot_max, Some(writes)) {
+            keep = r.end();
         }
-        if r.since.is_none() && r.conn.execute_batch("BEGIN").is_ok() {
-            r.since = Some(now);
+        if keep && r.since.is_none() {
+            // Without a transaction the read still works (autocommit), on a connection that
+            // is then not kept.
+            keep = r.conn.execute_batch("BEGIN").is_ok();
+            r.since = keep.then_some(now);
             r.writes = writes;
         }
         let res = r.conn.prepare_cached(GET).and_then(|mut st| {
@@ -115,6 +136,7 @@ impl SyncSqliteReader {
         // A connection that failed (e.g. the table is missing) is not kept: the next read
         // opens a fresh one and sees a schema created meanwhile.
         if res.is_ok()
+            && keep
             && let Ok(mut v) = self.idle.lock()
             && v.len() < MAX_IDLE
         {
@@ -134,14 +156,7 @@ impl SyncSqliteReader {
     pub fn end_stale(&self) {
         let now = Instant::now();
         if let Ok(mut v) = self.idle.lock() {
-            for r in v.iter_mut() {
-                if r.since
-                    .is_some_and(|t| now.duration_since(t) >= SNAPSHOT_MAX)
-                {
-                    let _ = r.conn.execute_batch("COMMIT");
-                    r.since = None;
-                }
-            }
+            v.retain_mut(|r| !r.stale(now, self.snapshot_max, None) || r.end());
         }
     }
 }
@@ -150,9 +165,10 @@ impl SyncSqliteReader {
 mod tests {
     use super::*;
 
-    #[test]
-    fn reads_a_row_written_through_another_connection_and_misses_an_unknown_user() {
-        let dir = std::env::temp_dir().join(format!("geosip-syncsqlite-{}", std::process::id()));
+    /// A fresh WAL-mode subscriber table in a directory of its own, and a writer connection.
+    fn table(name: &str) -> (PathBuf, PathBuf, Connection) {
+        let dir =
+            std::env::temp_dir().join(format!("geosip-syncsqlite-{name}-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("sub.db");
         let _ = std::fs::remove_file(&path);
@@ -164,6 +180,20 @@ mod tests {
              updated INTEGER NOT NULL, PRIMARY KEY (username, domain));",
         )
         .unwrap();
+        (dir, path, w)
+    }
+
+    fn insert(w: &Connection, user: &str) {
+        w.execute(
+            "INSERT INTO subscriber (username, domain, created, updated) VALUES (?1, 'example.com', 1, 1)",
+            [user],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn reads_a_row_written_through_another_connection_and_misses_an_unknown_user() {
+        let (dir, path, w) = table("read");
         let r = SyncSqliteReader::new(path.clone(), Duration::from_secs(1));
         assert_eq!(r.get("alice", "example.com").unwrap(), None);
         w.execute(
@@ -183,28 +213,9 @@ mod tests {
 
     #[test]
     fn an_idle_reader_lets_go_of_its_snapshot_so_the_wal_can_be_checkpointed() {
-        let dir =
-            std::env::temp_dir().join(format!("geosip-syncsqlite-ckpt-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("sub.db");
-        let _ = std::fs::remove_file(&path);
-        let w = Connection::open(&path).unwrap();
-        w.execute_batch(
-            "PRAGMA journal_mode=WAL; CREATE TABLE subscriber (username TEXT NOT NULL, domain TEXT NOT NULL, \
-             ha1_md5 TEXT NOT NULL DEFAULT '', ha1_sha256 TEXT NOT NULL DEFAULT '', ha1_sha512_256 TEXT NOT NULL DEFAULT '', \
-             password TEXT, enabled INTEGER NOT NULL DEFAULT 1, attrs TEXT NOT NULL DEFAULT '{}', created INTEGER NOT NULL, \
-             updated INTEGER NOT NULL, PRIMARY KEY (username, domain));",
-        )
-        .unwrap();
+        let (dir, path, w) = table("ckpt");
         // A blocked checkpoint answers at once instead of retrying for rusqlite's 5 s default.
         w.busy_timeout(Duration::ZERO).unwrap();
-        let insert = |u: &str| {
-            w.execute(
-                "INSERT INTO subscriber (username, domain, created, updated) VALUES (?1, 'example.com', 1, 1)",
-                [u],
-            )
-            .unwrap();
-        };
         let checkpoint_blocked = || {
             w.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                 r.get::<_, i64>(0)
@@ -212,10 +223,10 @@ mod tests {
             .unwrap()
                 == 1
         };
-        insert("a");
+        insert(&w, "a");
         let r = SyncSqliteReader::new(path.clone(), Duration::from_millis(10));
         assert!(r.get("a", "example.com").unwrap().is_some());
-        insert("b");
+        insert(&w, "b");
         assert!(
             checkpoint_blocked(),
             "a reader inside its snapshot holds the WAL"
@@ -232,26 +243,19 @@ mod tests {
 
     #[test]
     fn a_write_through_this_process_is_read_back_at_once() {
-        let dir =
-            std::env::temp_dir().join(format!("geosip-syncsqlite-wrote-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("sub.db");
-        let _ = std::fs::remove_file(&path);
-        let w = Connection::open(&path).unwrap();
-        w.execute_batch(
-            "PRAGMA journal_mode=WAL; CREATE TABLE subscriber (username TEXT NOT NULL, domain TEXT NOT NULL, \
-             ha1_md5 TEXT NOT NULL DEFAULT '', ha1_sha256 TEXT NOT NULL DEFAULT '', ha1_sha512_256 TEXT NOT NULL DEFAULT '', \
-             password TEXT, enabled INTEGER NOT NULL DEFAULT 1, attrs TEXT NOT NULL DEFAULT '{}', created INTEGER NOT NULL, \
-             updated INTEGER NOT NULL, PRIMARY KEY (username, domain));",
-        )
-        .unwrap();
-        let r = SyncSqliteReader::new(path.clone(), Duration::from_secs(1));
+        let (dir, path, w) = table("wrote");
+        // A snapshot that never gets old: only wrote() can make the new row visible.
+        let r = SyncSqliteReader {
+            snapshot_max: Duration::from_secs(3600),
+            ..SyncSqliteReader::new(path.clone(), Duration::from_secs(1))
+        };
         assert_eq!(r.get("bob", "example.com").unwrap(), None);
-        w.execute(
-            "INSERT INTO subscriber (username, domain, created, updated) VALUES ('bob', 'example.com', 1, 1)",
-            [],
-        )
-        .unwrap();
+        insert(&w, "bob");
+        assert_eq!(
+            r.get("bob", "example.com").unwrap(),
+            None,
+            "reads share the snapshot taken before the insert"
+        );
         r.wrote();
         assert!(
             r.get("bob", "example.com").unwrap().is_some(),
