@@ -256,8 +256,7 @@ impl Handler for Engine {
     ) {
         let now = Instant::now();
         let o = self.protect.overload();
-        o.report_batch(worker, received, capacity, now);
-        o.report_lag(worker, queued, now);
+        o.report_batch(worker, received, capacity, queued, now);
     }
 
     fn on_send_failed(&self, dst: Destination) {

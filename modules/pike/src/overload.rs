@@ -30,8 +30,10 @@ use crate::config::{OverloadConfig, Priority};
 pub const MAX_WORKERS: usize = 256;
 /// A worker that has not reported for this long does not count.
 const STALE_MS: u64 = 1000;
-/// EWMA weight of a new sample, per mille.
+/// EWMA weight of a new sample, per mille, when reports come back to back.
 const ALPHA_PM: u64 = 200;
+/// Time constant of the decay of the old smoothed value between reports, milliseconds.
+const DECAY_MS: f64 = 100.0;
 
 #[derive(Default)]
 struct Worker {
@@ -99,40 +101,42 @@ impl Overload {
         self.transactions.store(n, Ordering::Relaxed);
     }
 
-    /// Signal: worker `worker` received `received` datagrams in a batch of `capacity`
-    /// (`recvmmsg`); a full batch means more were waiting. Call after every batch.
-    pub fn report_batch(&self, worker: usize, received: usize, capacity: usize, now: Instant) {
+    /// Signal, after every receive batch of worker `worker`: it received `received` datagrams
+    /// in a batch of `capacity` (`recvmmsg`; a full batch means more were waiting), the oldest
+    /// of which waited `lag` since it was received.
+    ///
+    /// Both are smoothed together. The weight of the old value decays with the time since the
+    /// worker's last report (time constant [`DECAY_MS`]), not only with the number of reports:
+    /// after a storm, the first few sparse requests would otherwise keep the storm's lag and
+    /// backlog alive for seconds and be shed although the server is idle.
+    pub fn report_batch(
+        &self,
+        worker: usize,
+        received: usize,
+        capacity: usize,
+        lag: Duration,
+        now: Instant,
+    ) {
         let w = &self.workers[worker % MAX_WORKERS];
         let fill = if capacity == 0 {
             0
         } else {
             (received.min(capacity) as u64 * 1_000_000) / capacity as u64
         };
-        let now_ms = self.ms(now);
-        let old = if now_ms.saturating_sub(w.last_ms.load(Ordering::Relaxed)) > STALE_MS {
-            fill
-        } else {
-            u64::from(w.backlog_ppm.load(Ordering::Relaxed))
-        };
-        let v = (old * (1000 - ALPHA_PM) + fill * ALPHA_PM) / 1000;
-        w.backlog_ppm.store(v as u32, Ordering::Relaxed);
-        w.last_ms.store(now_ms, Ordering::Relaxed);
-    }
-
-    /// Signal: worker `worker` started processing a message `lag` after it was received.
-    pub fn report_lag(&self, worker: usize, lag: Duration, now: Instant) {
-        let w = &self.workers[worker % MAX_WORKERS];
         let us = lag.as_micros().min(u128::from(u32::MAX)) as u64;
         let now_ms = self.ms(now);
-        let old = if now_ms.saturating_sub(w.last_ms.load(Ordering::Relaxed)) > STALE_MS {
-            us
+        let dt = now_ms.saturating_sub(w.last_ms.load(Ordering::Relaxed));
+        // Old weight, per mille: (1 - alpha) at back-to-back reports, falling to 0 with time.
+        let keep = if dt > STALE_MS {
+            0
         } else {
-            w.lag_us.load(Ordering::Relaxed)
+            ((1000 - ALPHA_PM) as f64 * (-(dt as f64) / DECAY_MS).exp()) as u64
         };
-        w.lag_us.store(
-            (old * (1000 - ALPHA_PM) + us * ALPHA_PM) / 1000,
-            Ordering::Relaxed,
-        );
+        let mix = |old: u64, new: u64| (old * keep + new * (1000 - keep)) / 1000;
+        let backlog = mix(u64::from(w.backlog_ppm.load(Ordering::Relaxed)), fill);
+        w.backlog_ppm.store(backlog as u32, Ordering::Relaxed);
+        w.lag_us
+            .store(mix(w.lag_us.load(Ordering::Relaxed), us), Ordering::Relaxed);
         w.last_ms.store(now_ms, Ordering::Relaxed);
     }
 
@@ -313,7 +317,7 @@ mod tests {
     fn below_the_thresholds_nothing_is_shed() {
         let (o, base) = ol(OverloadConfig::default());
         o.set_transactions(50_000);
-        o.report_batch(0, 10, 64, ms(base, 1));
+        o.report_batch(0, 10, 64, Duration::ZERO, ms(base, 1));
         for t in (0..5000).step_by(100) {
             assert_eq!(o.shed(Class::Register, ms(base, t)), None);
         }
@@ -436,15 +440,40 @@ mod tests {
     fn full_receive_batches_or_lag_count_as_overload_until_the_worker_goes_quiet() {
         let (o, base) = ol(OverloadConfig::default());
         for k in 0..50 {
-            o.report_batch(3, 64, 64, ms(base, k * 10));
+            o.report_batch(3, 64, 64, Duration::ZERO, ms(base, k * 10));
         }
         assert!(o.load_ratio(ms(base, 500)) > 1.2);
         assert!(
             o.load_ratio(ms(base, 3000)) < 0.01,
             "a silent worker's backlog is stale"
         );
-        o.report_lag(1, Duration::from_millis(400), ms(base, 3000));
+        o.report_batch(1, 0, 64, Duration::from_millis(400), ms(base, 3000));
         assert!((o.load_ratio(ms(base, 3001)) - 2.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_storm_s_lag_is_forgotten_by_the_first_sparse_requests_after_it() {
+        let (o, base) = ol(OverloadConfig::default());
+        // A storm: full batches that waited 1 s (five times max_lag_ms).
+        for k in 0..100 {
+            o.report_batch(0, 64, 64, Duration::from_secs(1), ms(base, k));
+        }
+        assert!(o.load_ratio(ms(base, 100)) > 4.0);
+        // Then one request every 300 ms, each processed at once: well under a second apart,
+        // so the worker is never stale, yet the second report already forgets the storm.
+        o.report_batch(0, 1, 64, Duration::ZERO, ms(base, 400));
+        o.report_batch(0, 1, 64, Duration::ZERO, ms(base, 700));
+        assert!(
+            o.load_ratio(ms(base, 700)) < 0.9,
+            "{}",
+            o.load_ratio(ms(base, 700))
+        );
+        // And the shed fraction the storm built up falls back to nothing in the idle time.
+        for k in 0..20 {
+            o.update(ms(base, 100 * k));
+        }
+        o.update(ms(base, 4000));
+        assert_eq!(o.shed(Class::Other, ms(base, 4000)), None);
     }
 
     #[test]
