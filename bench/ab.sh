@@ -6,7 +6,8 @@
 #   ... change, cargo build --release -p geosip ...
 #   bench/ab.sh /tmp/geosip-A "$CARGO_TARGET_DIR/release/geosip"
 #
-# Env: OUT (a bench/auth.sh output directory: users.csv and gdata; default the newest
+# Env: OUT (a bench/auth.sh output directory: its users, subscriber data and geosip arguments,
+#      so a `PG=1 bench/auth.sh` run makes both builds read PostgreSQL; default the newest
 #      /tmp/geosip-auth-*), RATE (1500 per instance), N (20000), ROUNDS (3),
 #      GSET (more `--set key=value` for both, space-separated).
 # Run the same binary as A and B once first: B/A then shows the noise (about ±3 % here).
@@ -14,12 +15,13 @@ set -euo pipefail
 A=${1:?usage: bench/ab.sh BINARY_A BINARY_B}; B=${2:?usage: bench/ab.sh BINARY_A BINARY_B}
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT=${OUT:-$(ls -d /tmp/geosip-auth-* 2>/dev/null | tail -1)}
-[[ -f "$OUT/users.csv" && -d "$OUT/gdata" ]] || { echo "run bench/auth.sh first (or set OUT)" >&2; exit 1; }
+[[ -f "$OUT/users.csv" && -d "$OUT/gdata" && -f "$OUT/geosip.args" ]] \
+    || { echo "run bench/auth.sh first (or set OUT)" >&2; exit 1; }
 RATE=${RATE:-1500}; N=${N:-20000}; ROUNDS=${ROUNDS:-3}
-SETS=(--set auth.enabled=true --set 'auth.algorithms=["MD5"]' --set usrloc.db_mode=memory
-      --set 'pike.whitelist=["127.0.0.1"]' --set log.level=warn)
+mapfile -t SETS <"$OUT/geosip.args"
 for kv in ${GSET:-}; do SETS+=(--set "$kv"); done
-cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$1/stat"; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 for r in $(seq "$ROUNDS"); do
     P=()
     for i in 0 1; do

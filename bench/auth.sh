@@ -55,14 +55,13 @@ if [[ -n "${PG:-}" ]]; then
     psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
     GARGS+=(--set "auth.db_url=postgres://postgres@127.0.0.1:5432/$DB")
 fi
+# bench/ab.sh runs its two builds with the same arguments.
+printf '%s\n' "${GARGS[@]}" >"$OUT/geosip.args"
 rm -rf "$OUT/gdata"
 "$BIN" subscriber import --data-dir "$OUT/gdata" "${GARGS[@]}" "$OUT/subscribers.csv" >&2
 
-cpu() { # pids... -> total user+sys seconds
-    local t=0 p; for p in "$@"; do
-        t=$(awk -v t="$t" -v hz="$(getconf CLK_TCK)" '{print t + ($14+$15)/hz}' "/proc/$p/stat" 2>/dev/null || echo "$t")
-    done; echo "$t"
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 measure() { # name target pids...
     local name=$1 target=$2; shift 2
     local c0 c1 t0 t1
