@@ -21,8 +21,12 @@ fn write_config(
     groups: &[Vec<String>],
     extra: &str,
 ) -> PathBuf {
+    // SIPp sends every phone from one address: pike would block it as a flood, and a
+    // whitelist would also exempt it from overload control (no 503, no stale drops), so on a
+    // slow machine retransmissions would pile up until phones give up. Pike off, overload on,
+    // with a short Retry-After so a shed phone comes back within the run.
     let mut t = format!(
-        "[pike]\nwhitelist = [\"127.0.0.1\"]\n\n[location]\ndb_mode = \"db-only\"\npartition_by = \"user@domain\"\nwrite_policy = \"all\"\ncluster_db_url = \"{cluster}\"\nreload_interval_s = 1\nerror_threshold = 5\nretry_interval_s = 1\ntimeout_ms = 400\n{extra}\n"
+        "[pike]\nenabled = false\n\n[overload]\nretry_after = 2\nretry_after_spread = 1\n\n[location]\ndb_mode = \"db-only\"\npartition_by = \"user@domain\"\nwrite_policy = \"all\"\ncluster_db_url = \"{cluster}\"\nreload_interval_s = 1\nerror_threshold = 5\nretry_interval_s = 1\ntimeout_ms = 400\n{extra}\n"
     );
     for (i, dbs) in groups.iter().enumerate() {
         let list: Vec<String> = dbs.iter().map(|u| format!("\"{u}\"")).collect();
@@ -101,6 +105,28 @@ fn missing_users(s: &Server, users: &[String]) -> Vec<String> {
         );
     }
     missing
+}
+
+/// The metrics that tell overload from a failover stall, for a failure message.
+fn load_metrics(s: &Server) -> String {
+    s.metrics()
+        .lines()
+        .filter(|l| {
+            !l.starts_with('#')
+                && [
+                    "stale_drops",
+                    "shed",
+                    "dropped_requests",
+                    "overload_",
+                    "location",
+                    "tx_replies",
+                    "sip_replies",
+                ]
+                .iter()
+                .any(|k| l.contains(k))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Calls `user` and checks the INVITE reaches `callee` (then declines it).
@@ -190,6 +216,10 @@ fn sipp_registers_10000_users_while_a_database_dies_and_every_user_stays_reachab
             "-i",
             "127.0.0.1",
             "-nostdin",
+            // A late answer to an earlier REGISTER (its retransmission waited in the queue of
+            // a busy server) is ignored, as a phone does, instead of aborting the phone.
+            "-default_behaviors",
+            "all,-abortunexp,-bye",
             "-timeout",
             "360s",
             "-timeout_error",
@@ -218,40 +248,24 @@ fn sipp_registers_10000_users_while_a_database_dies_and_every_user_stays_reachab
         .filter(|(h, v)| h.starts_with("Failed") && **v != "0")
         .map(|(h, v)| format!("{h}={v}"))
         .collect();
-    // While the dead database times out, a REGISTER can take longer than SIPp's 500 ms
-    // retransmission timer; the answer to the retransmission then arrives while the scenario
-    // already moved on (SIPp counts an "unexpected message"). The user is registered either way,
-    // which the lookups below check; anything else is a failure.
-    let other: Vec<&String> = nonzero
+    // Every phone got its 200 (late answers to earlier REGISTERs are ignored, see
+    // -default_behaviors above); the overload-control metrics say why when one did not.
+    assert!(
+        nonzero
+            .iter()
+            .all(|f| f.starts_with("FailedUnexpectedMessage")),
+        "SIPp failures: {nonzero:?} (status {status:?})\nnode A:\n{}\nnode B:\n{}\n{}",
+        load_metrics(&a),
+        load_metrics(&b),
+        &err[..err.len().min(1500)]
+    );
+    let ok = head
         .iter()
-        .filter(|f| !f.starts_with("FailedUnexpectedMessage") && !f.starts_with("FailedCall("))
-        .collect();
-    assert!(
-        other.is_empty(),
-        "SIPp failures: {nonzero:?}\n{}",
-        &err[..err.len().min(3000)]
-    );
-    let get = |k: &str| {
-        head.iter()
-            .position(|h| *h == k)
-            .and_then(|i| last.get(i))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let (ok, failed, unexpected) = (
-        get("SuccessfulCall(C)"),
-        get("FailedCall(C)"),
-        get("FailedUnexpectedMessage(C)"),
-    );
-    assert_eq!(
-        ok + failed,
-        n as u64,
-        "every scenario ran to an end: {stat}"
-    );
-    assert!(
-        failed <= unexpected,
-        "{failed} scenarios failed, only {unexpected} by a late answer (status {status:?})"
-    );
+        .position(|h| *h == "SuccessfulCall(C)")
+        .and_then(|i| last.get(i))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert_eq!(ok, n as u64, "every phone registered: {stat}");
 
     // No REGISTER was lost: every user is found, through either node.
     let miss = missing_users(&a, &users);
