@@ -115,12 +115,11 @@ fn load_metrics(s: &Server) -> String {
             !l.starts_with('#')
                 && [
                     "stale_drops",
-                    "shed",
+                    "pike_shed",
                     "dropped_requests",
                     "overload_",
                     "location",
-                    "tx_replies",
-                    "sip_replies",
+                    "replies_sent",
                 ]
                 .iter()
                 .any(|k| l.contains(k))
@@ -250,22 +249,20 @@ fn sipp_registers_10000_users_while_a_database_dies_and_every_user_stays_reachab
         .collect();
     // Every phone got its 200 (late answers to earlier REGISTERs are ignored, see
     // -default_behaviors above); the overload-control metrics say why when one did not.
-    assert!(
-        nonzero
-            .iter()
-            .all(|f| f.starts_with("FailedUnexpectedMessage")),
-        "SIPp failures: {nonzero:?} (status {status:?})\nnode A:\n{}\nnode B:\n{}\n{}",
-        load_metrics(&a),
-        load_metrics(&b),
-        &err[..err.len().min(1500)]
-    );
     let ok = head
         .iter()
         .position(|h| *h == "SuccessfulCall(C)")
         .and_then(|i| last.get(i))
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    assert_eq!(ok, n as u64, "every phone registered: {stat}");
+    assert_eq!(
+        ok,
+        n as u64,
+        "phones registered; SIPp failures: {nonzero:?} (status {status:?})\nnode A:\n{}\nnode B:\n{}\n{}",
+        load_metrics(&a),
+        load_metrics(&b),
+        &err[..err.len().min(1500)]
+    );
 
     // No REGISTER was lost: every user is found, through either node.
     let miss = missing_users(&a, &users);
