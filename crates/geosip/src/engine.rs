@@ -11,7 +11,6 @@
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use bytes::Bytes;
 use geosip_auth::Auth;
 use geosip_core::Core;
 use geosip_core::ctx::{MsgCtx, RxInfo, ViaStamp};
@@ -116,21 +115,21 @@ impl Engine {
             self.core.transports.add_alias(conn, alias);
         }
         let stamp = ViaStamp::compute(&via, info.src, self.core.cfg.force_rport);
-        let mut ctx = MsgCtx::new(msg, info, now, stamp);
+        let mut ctx = Box::new(MsgCtx::new(msg, info, now, stamp));
         if self.tm.pre_request(&mut ctx) == Pre::Handled {
             return;
         }
         if !resumed && let Some((user, domain)) = self.auth.prefetch(&self.core, &ctx.msg) {
             // Credentials of a user not cached: the script runs once its subscriber is.
-            self.park(&ctx, &user, &domain);
+            self.park(ctx, &user, &domain);
             return;
         }
         ctx.park_ok = !resumed;
         ctx.resumed = resumed;
-        let mut ctx = self.script.run_request(ctx);
+        let mut ctx = self.script.run_request_boxed(ctx);
         if let Some((user, domain)) = ctx.park.take() {
             if ctx.replied.is_none() && !ctx.relayed {
-                self.park(&ctx, &user, &domain);
+                self.park(ctx, &user, &domain);
             }
             return;
         }
@@ -139,26 +138,22 @@ impl Engine {
         }
     }
 
-    /// Sets the request of `ctx` aside until `user@domain` is cached; then it runs again from
-    /// its original bytes ([`resume`](Self::resume)).
-    fn park(&self, ctx: &MsgCtx, user: &[u8], domain: &[u8]) {
+    /// Sets the request of `ctx` aside until `user@domain` is cached; then it runs again
+    /// ([`resume`](Self::resume)). The parsed message moves with it: its buffer is the
+    /// datagram's own (the transport copies each one out of its receive batch), so nothing is
+    /// copied or parsed twice.
+    fn park(&self, ctx: Box<MsgCtx>, user: &[u8], domain: &[u8]) {
         let Some(me) = self.me.upgrade() else { return };
-        let data = Bytes::copy_from_slice(ctx.msg.as_bytes());
         let info = ctx.rx;
-        self.auth.park(
-            user,
-            domain,
-            data.len(),
-            Box::new(move || me.resume(data, info)),
-        );
+        let msg = ctx.msg;
+        let size = msg.as_bytes().len();
+        self.auth
+            .park(user, domain, size, Box::new(move || me.resume(msg, info)));
     }
 
     /// Runs a request set aside by [`park`](Self::park) again, on the batch reader's thread.
-    fn resume(&self, data: Bytes, info: RxInfo) {
-        let now = Instant::now();
-        if let Ok(msg) = SipMessage::parse_lenient(data) {
-            self.on_request(msg, info, now, true);
-        }
+    fn resume(&self, msg: SipMessage, info: RxInfo) {
+        self.on_request(msg, info, Instant::now(), true);
     }
 
     fn on_response(&self, msg: SipMessage, info: RxInfo) {
@@ -257,6 +252,13 @@ impl Handler for Engine {
         let now = Instant::now();
         let o = self.protect.overload();
         o.report_batch(worker, received, capacity, queued, now);
+    }
+
+    fn on_idle(&self, _worker: usize) {
+        // Requests parked for a batched read of the embedded table run here when due.
+        if let Some(b) = self.auth.batch() {
+            b.run_due();
+        }
     }
 
     fn on_send_failed(&self, dst: Destination) {

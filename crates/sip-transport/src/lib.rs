@@ -236,6 +236,10 @@ pub trait Handler: Send + Sync + 'static {
         _queued: std::time::Duration,
     ) {
     }
+
+    /// A UDP worker handled what it received (or its receive timed out) and is about to wait
+    /// for more: a moment to run work set aside for later on this thread. Default: nothing.
+    fn on_idle(&self, _worker: usize) {}
 }
 
 /// Transport settings (`[core]` keys in the config).

@@ -77,6 +77,7 @@ pub(crate) fn worker(
                         | io::ErrorKind::Interrupted
                 ) =>
             {
+                h.on_idle(worker_no);
                 continue;
             }
             Err(e) => {
@@ -125,5 +126,6 @@ pub(crate) fn worker(
                 queued,
             });
         }
+        h.on_idle(worker_no);
     }
 }

@@ -1,8 +1,12 @@
-//! Batched subscriber reads for PostgreSQL and MySQL: a request whose subscriber is not cached
-//! is set aside ("parked") instead of blocking its SIP worker on a database round trip; one
-//! thread reads the subscribers of every parked request in one query per domain, fills the
-//! cache, and runs each request (again, when the script itself parked it), which now finds its
-//! subscriber cached. The engine parks requests with credentials of an uncached user before
+//! Batched subscriber reads: a request whose subscriber is not cached is set aside ("parked")
+//! instead of blocking its SIP worker on a database round trip; one thread reads the
+//! subscribers of every parked request in one query per domain, fills the cache, and runs
+//! each request (again, when the script itself parked it), which now finds its subscriber
+//! cached. On the embedded SQLite table there is no round trip to save but the batch still
+//! pays: its lookups and requests run back to back with warm caches and their answers leave
+//! in one `sendmmsg`; there the SIP worker that comes by once a batch is due runs it itself
+//! ([`BatchReader::run_due`], between receives), and the thread only takes a batch no worker
+//! came by for within [`INLINE_GRACE`]. The engine parks requests with credentials of an uncached user before
 //! the script ([`crate::Auth::prefetch`]); the script parks the rest at `www_authenticate` /
 //! `proxy_authenticate` ([`crate::AuthResult::Parked`]).
 //!
@@ -15,13 +19,14 @@
 //!
 //! Bounds: at most `batch_max_parked` requests and [`MAX_PARKED_BYTES`] wait (a request
 //! beyond that reads the table itself, as without batching), at most 8 per subscriber (retransmissions), one query in
-//! flight. A request waits for at most `batch_window_ms` plus one query (`timeout_ms`), and
+//! flight on a remote table (on the embedded one each worker may run a batch of its own). A request waits for at most `batch_window_ms` plus one query (`timeout_ms`), and
 //! only when at least two more are expected within the window (at the rate requests were
 //! parked lately); a lone request at a low rate is read at once. When
 //! the query fails the parked requests run again anyway and read the table themselves, which
 //! answers 503 while it is down. Nothing is dropped.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -39,6 +44,10 @@ pub type Wrapper = Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
 
 /// Most users in one query (the store's `MANY_MAX`).
 const MAX_BATCH: usize = geosip_store::subscriber::sql::MANY_MAX;
+/// Where the SIP workers run batches themselves (an in-process table), how much longer than
+/// a batch's window the thread leaves it to them: under load a worker comes by within a
+/// fraction of a millisecond; the thread runs what is left when traffic stopped.
+const INLINE_GRACE: Duration = Duration::from_millis(5);
 /// Most requests parked on one subscriber: the request and its retransmissions.
 const MAX_PER_KEY: usize = 8;
 /// Most bytes of parked requests: `batch_max_parked` alone would allow 10,000 requests of
@@ -61,6 +70,8 @@ struct State {
     rate: f64,
     parked_since: u64,
     last_batch: Option<Instant>,
+    /// [`INLINE_GRACE`]; longer in tests.
+    grace: Duration,
 }
 
 /// Counters of the batch reader.
@@ -85,31 +96,64 @@ pub struct BatchReader {
     window: Duration,
     max_parked: usize,
     wrapper: Mutex<Option<Wrapper>>,
+    /// The table is read in-process (an SQLite file): the SIP workers run due batches
+    /// themselves ([`run_due`](Self::run_due)), the thread only when none came by.
+    inline: bool,
+    /// Whether any request is parked (read without the lock by [`run_due`](Self::run_due)).
+    pending: AtomicBool,
+    subs: Weak<Subscribers>,
     /// Counters.
     pub stats: BatchStats,
 }
 
 impl BatchReader {
-    /// Starts the reader thread over `subs` (which must batch reads: PostgreSQL or MySQL).
+    /// Starts the reader thread over `subs` (which must batch reads: an SQL table read on the
+    /// calling thread).
     pub fn start(
         subs: &Arc<Subscribers>,
         window: Duration,
         max_parked: usize,
     ) -> std::io::Result<Arc<BatchReader>> {
         let b = Arc::new(BatchReader {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                grace: INLINE_GRACE,
+                ..State::default()
+            }),
             cv: Condvar::new(),
             window,
             max_parked: max_parked.max(1),
             wrapper: Mutex::new(None),
+            inline: subs.reads_locally(),
+            pending: AtomicBool::new(false),
+            subs: Arc::downgrade(subs),
             stats: BatchStats::default(),
         });
         let me = Arc::downgrade(&b);
-        let subs = Arc::downgrade(subs);
         std::thread::Builder::new()
             .name("auth-batch".into())
-            .spawn(move || run(me, subs))?;
+            .spawn(move || run(me))?;
         Ok(b)
+    }
+
+    /// Runs the next batch on the calling thread if one is due (its window has passed or it
+    /// is full); a SIP worker calls this between receives. Only where the table is read
+    /// in-process (an SQLite file): a batch there costs no wait, and running it on the
+    /// worker saves the wake-ups of a second thread and the preemptions between the two.
+    /// Returns whether a batch ran.
+    pub fn run_due(&self) -> bool {
+        if !self.inline || !self.pending.load(Ordering::Acquire) {
+            return false;
+        }
+        let batch = {
+            let mut s = self.state.lock();
+            let now = Instant::now();
+            if s.order.is_empty() || now < self.due(&s, now) {
+                return false;
+            }
+            self.take(&mut s)
+        };
+        self.execute(batch);
+        true
     }
 
     /// Whether another request may be parked now.
@@ -153,12 +197,19 @@ impl BatchReader {
         if s.first_at.is_none() {
             s.first_at = Some(Instant::now());
         }
+        self.pending.store(true, Ordering::Release);
         self.stats.parked.inc();
         drop(s);
         if wake {
             self.cv.notify_one();
         }
         Ok(())
+    }
+
+    /// How long the thread leaves a due batch to the workers where they run batches
+    /// ([`INLINE_GRACE`] by default); tests lengthen it to tell who ran a batch.
+    pub fn set_inline_grace(&self, grace: Duration) {
+        self.state.lock().grace = grace;
     }
 
     /// Sets what runs around each batch's resumptions (see [`Wrapper`]).
@@ -177,8 +228,29 @@ impl BatchReader {
         self.cv.notify_one();
     }
 
+    /// How long the oldest parked request waits for company: the window, or nothing when
+    /// fewer than two more are expected in it at the recent rate (at a low rate a lone
+    /// request is read at once).
+    fn wait(&self, s: &State) -> Duration {
+        if s.rate * self.window.as_secs_f64() >= 2.0 {
+            self.window
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// When the next batch is due, seen at `now`: at once when it is full or the reader
+    /// stops, else once the oldest request's wait has passed.
+    fn due(&self, s: &State, now: Instant) -> Instant {
+        if s.order.len() >= MAX_BATCH || s.stop {
+            return now;
+        }
+        s.first_at.map_or(now, |t| t + self.wait(s))
+    }
+
     /// Waits for the next batch: up to [`MAX_BATCH`] keys of one domain with their parked
-    /// requests, once the window since the first of them has passed or the batch is full.
+    /// requests, once it is due. Where the workers run batches themselves, the thread gives
+    /// them [`INLINE_GRACE`] more and takes only a batch none of them came by for.
     fn next_batch(&self) -> Option<(Vec<Key>, Vec<Resume>)> {
         let mut s = self.state.lock();
         loop {
@@ -189,20 +261,26 @@ impl BatchReader {
                 self.cv.wait_for(&mut s, Duration::from_millis(250));
                 continue;
             }
-            // Waiting only pays when others are expected within the window: at a low rate a
-            // lone request is read at once.
-            let wait = if s.rate * self.window.as_secs_f64() >= 2.0 {
-                self.window
+            let now = Instant::now();
+            // Where workers run batches, even a full one is theirs for a while: the thread
+            // takes it only once the oldest request waited its time and the grace.
+            let due = if self.inline && !s.stop {
+                s.first_at.map_or(now, |t| t + self.wait(&s) + s.grace)
             } else {
-                Duration::ZERO
+                self.due(&s, now)
             };
-            let due = s.first_at.map_or(Instant::now(), |t| t + wait);
-            if s.order.len() < MAX_BATCH && !s.stop && Instant::now() < due {
+            if now < due {
                 self.cv.wait_until(&mut s, due);
                 continue;
             }
             break;
         }
+        Some(self.take(&mut s))
+    }
+
+    /// Takes the next batch out of `s` (which holds at least one key): the oldest key's
+    /// domain, up to [`MAX_BATCH`] keys of it with their requests.
+    fn take(&self, s: &mut State) -> (Vec<Key>, Vec<Resume>) {
         let now = Instant::now();
         if let Some(last) = s.last_batch {
             let secs = now.duration_since(last).as_secs_f64().max(1e-3);
@@ -213,7 +291,9 @@ impl BatchReader {
         s.parked_since = 0;
         // The oldest key's domain; the others of that domain come along. Keys of other
         // domains met on the way keep their place at the front.
-        let domain = s.order[0].1.clone();
+        let Some(domain) = s.order.front().map(|k| k.1.clone()) else {
+            return (Vec::new(), Vec::new());
+        };
         let mut keys = Vec::new();
         let mut others = Vec::new();
         while keys.len() < MAX_BATCH
@@ -241,28 +321,23 @@ impl BatchReader {
         // Keys left (other domains) have waited long enough: they go next.
         if s.order.is_empty() {
             s.first_at = None;
+            self.pending.store(false, Ordering::Release);
         }
-        Some((keys, resumes))
+        (keys, resumes)
     }
-}
 
-fn run(me: Weak<BatchReader>, subs: Weak<Subscribers>) {
-    loop {
-        let Some(b) = me.upgrade() else { return };
-        let Some((keys, resumes)) = b.next_batch() else {
-            return;
-        };
-        if let Some(subs) = subs.upgrade() {
-            b.stats.queries.inc();
-            b.stats.users.add(keys.len() as u64);
+    /// Reads the subscribers of a batch taken by [`take`](Self::take) and runs its requests
+    /// again, in arrival order, inside the wrapper (corked sends). Each finds its subscriber
+    /// cached, or reads it itself when the read failed.
+    fn execute(&self, (keys, resumes): (Vec<Key>, Vec<Resume>)) {
+        if let Some(subs) = self.subs.upgrade() {
+            self.stats.queries.inc();
+            self.stats.users.add(keys.len() as u64);
             if !subs.read_many(&keys) {
-                b.stats.failures.inc();
+                self.stats.failures.inc();
             }
         }
-        let wrapper = b.wrapper.lock().clone();
-        drop(b);
-        // Run again in arrival order; each finds its subscriber cached (or reads it itself
-        // when the query failed).
+        let wrapper = self.wrapper.lock().clone();
         let mut resumes = resumes.into_iter();
         // A request that panics must not stop the reader: every later one would wait forever.
         let mut all = || {
@@ -276,5 +351,15 @@ fn run(me: Weak<BatchReader>, subs: Weak<Subscribers>) {
             Some(w) => w(&mut all),
             None => all(),
         }
+    }
+}
+
+fn run(me: Weak<BatchReader>) {
+    loop {
+        let Some(b) = me.upgrade() else { return };
+        let Some(batch) = b.next_batch() else {
+            return;
+        };
+        b.execute(batch);
     }
 }

@@ -64,11 +64,11 @@ pub struct AuthConfig {
     pub cache_negative_ttl: u64,
     /// Most subscribers cached (unknown users: a quarter of it). Default 100000.
     pub cache_size: usize,
-    /// PostgreSQL / MySQL subscriber tables: a request whose subscriber is not cached is set
-    /// aside while one thread reads the subscribers of all such requests in one query, then
-    /// runs again (see the module README, "Batched reads"). The SIP workers never wait for the
-    /// database. false = each worker reads its subscriber itself, as Kamailio's `auth_db`.
-    /// Default true.
+    /// A request whose subscriber is not cached is set aside while one thread reads the
+    /// subscribers of all such requests (one query on PostgreSQL / MySQL, one lookup each on
+    /// the embedded SQLite file), then runs again (see the module README, "Batched reads").
+    /// The SIP workers never wait for the database. false = each worker reads its subscriber
+    /// itself, as Kamailio's `auth_db`. Default true.
     pub batch_reads: bool,
     /// How long the first request of a batch waits for others, ms (0..=100); it only waits
     /// when at least two more are expected in that time at the recent rate. Default 30.

@@ -440,13 +440,19 @@ impl Subscribers {
         ok.then_some((u, d))
     }
 
-    /// Whether the table batches reads (PostgreSQL, MySQL).
+    /// Whether the table batches reads (every SQL table read on the calling thread: SQLite
+    /// file, PostgreSQL, MySQL).
     pub fn batches_reads(&self) -> bool {
         self.store.batches_reads()
     }
 
+    /// Whether the table is read in-process (an SQLite file): a batch read costs no wait.
+    pub fn reads_locally(&self) -> bool {
+        self.store.reads_locally()
+    }
+
     /// Whether a miss for `user@domain` can wait for a batched read: the reader batches
-    /// (PostgreSQL, MySQL) and the names can be in the table.
+    /// and the names can be in the table.
     pub fn batches(&self, user: &[u8], domain: &[u8]) -> bool {
         self.store.batches_reads() && Self::storable(user, domain).is_some()
     }

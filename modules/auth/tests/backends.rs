@@ -268,6 +268,52 @@ fn batched_reads(url: String) {
 }
 
 #[test]
+fn embedded_sqlite_batched_reads_cache_every_subscriber_of_a_batch_like_the_remote_tables() {
+    let dir = std::env::temp_dir().join(format!("geosip-authdb-{}", testutil::random_name()));
+    batched_reads(format!("sqlite://{}", dir.join("b.db").display()));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// On the embedded table a SIP worker runs a due batch itself between receives
+/// (`run_due`): the request resumes on the worker's thread with its subscriber cached, and
+/// nothing runs before a request is parked.
+#[test]
+fn on_the_embedded_table_a_due_batch_runs_on_the_worker_that_asks_for_it() {
+    use std::time::Duration;
+    let rt = rt();
+    let dir = std::env::temp_dir().join(format!("geosip-authdb-{}", testutil::random_name()));
+    let url = format!("sqlite://{}", dir.join("w.db").display());
+    let subs: Arc<Subscribers> =
+        Subscribers::open(&cfg(&url, ""), &dir, rt.handle().clone()).unwrap();
+    subs.add("alice@example.com", "pw", &BTreeMap::new())
+        .unwrap();
+    subs.clear_cache();
+    assert!(subs.reads_locally());
+    let b = geosip_auth::BatchReader::start(&subs, Duration::from_millis(50), 100).unwrap();
+    // The reader's own thread would wait 10 s before taking the batch instead.
+    b.set_inline_grace(Duration::from_secs(10));
+    assert!(!b.run_due(), "nothing parked, nothing to run");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let parked = b.park(
+        b"alice",
+        b"example.com",
+        400,
+        Box::new(move || tx.send(std::thread::current().id()).unwrap()),
+    );
+    assert!(parked.is_ok());
+    // No recent traffic: a lone request is due at once.
+    assert!(b.run_due(), "the due batch runs on the calling thread");
+    assert_eq!(rx.try_recv().unwrap(), std::thread::current().id());
+    assert!(matches!(
+        subs.cached(b"alice", b"example.com"),
+        Some(Some(_))
+    ));
+    assert_eq!((b.parked(), b.stats.queries.get()), (0, 1));
+    assert!(!b.run_due());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn postgres_batched_reads_cache_every_subscriber_of_a_batch_in_one_query_per_64() {
     let Some(db) = testutil::fresh_postgres() else {
         return;

@@ -151,6 +151,10 @@ pub struct Tm {
     live_total: AtomicUsize,
     counters: Arc<TmCounters>,
     stop: AtomicBool,
+    /// The `tm-timer` thread, parked while no transaction is alive (set by that thread,
+    /// cleared by whoever wakes it): an idle proxy is not woken 100 times a second.
+    timer_idle: AtomicBool,
+    timer_thread: std::sync::OnceLock<std::thread::Thread>,
     /// Branches whose first send opened a stream connection, by remote address: when the
     /// connection attempt fails later (asynchronously), those branches get their transport
     /// error (503, RFC 3261 §8.1.3.1) at once instead of waiting for their timer. Bounded.
@@ -162,6 +166,11 @@ pub struct Tm {
 
 /// Branches waiting on one connection attempt: (transaction id, salt, branch index).
 type Waiting = SmallVec<[(u64, u32, u8); 4]>;
+
+/// Longest the idle timer thread parks before looking again. Opening a transaction wakes it,
+/// so this is only a safety net; it is longer than the tests' wait for a timed-out call, so
+/// that a lost wake-up fails them.
+const IDLE_PARK: Duration = Duration::from_secs(5);
 
 /// Most addresses tracked in [`Tm::connecting`] (past this it is cleared: a branch that is
 /// forgotten still ends by its timer).
@@ -188,6 +197,8 @@ impl Tm {
             live_total: AtomicUsize::new(0),
             counters,
             stop: AtomicBool::new(false),
+            timer_idle: AtomicBool::new(false),
+            timer_thread: std::sync::OnceLock::new(),
             connecting: parking_lot::Mutex::new(HashMap::new()),
             failed_sends: parking_lot::Mutex::new(Vec::new()),
         });
@@ -441,10 +452,13 @@ impl Tm {
         if !self.connecting.lock().contains_key(&dst.addr) {
             return;
         }
-        let mut q = self.failed_sends.lock();
-        if q.len() < 1024 {
-            q.push(*dst);
+        {
+            let mut q = self.failed_sends.lock();
+            if q.len() < 1024 {
+                q.push(*dst);
+            }
         }
+        self.wake_timer();
     }
 
     fn handle_failed_sends(&self, now: Instant) {
@@ -502,10 +516,12 @@ impl Tm {
     }
 
     /// Starts the `tm-timer` thread calling [`tick`](Self::tick) every 10 ms until
-    /// [`shutdown`](Self::shutdown) or until the last `Arc<Tm>` is dropped.
+    /// [`shutdown`](Self::shutdown) or until the last `Arc<Tm>` is dropped. While no
+    /// transaction is alive the thread parks (up to [`IDLE_PARK`] at a time) and the next
+    /// transaction wakes it.
     pub fn spawn_timer(self: &Arc<Self>) -> std::thread::JoinHandle<()> {
         let weak = Arc::downgrade(self);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("tm-timer".into())
             .spawn(move || {
                 loop {
@@ -515,14 +531,52 @@ impl Tm {
                         break;
                     }
                     tm.tick(Instant::now());
+                    if tm.may_park_timer() {
+                        // Not holding the Arc while parked: dropping the last one ends us.
+                        drop(tm);
+                        std::thread::park_timeout(IDLE_PARK);
+                        if let Some(tm) = weak.upgrade() {
+                            tm.timer_idle.store(false, Ordering::SeqCst);
+                        }
+                    }
                 }
             })
-            .expect("cannot start the tm-timer thread")
+            .expect("cannot start the tm-timer thread");
+        let _ = self.timer_thread.set(handle.thread().clone());
+        handle
+    }
+
+    /// Marks the timer thread idle when nothing can need it: no transaction alive and no
+    /// failed send to handle. Checked again after the mark, so that a transaction opened
+    /// meanwhile either sees the mark (and wakes the thread) or is seen here.
+    fn may_park_timer(&self) -> bool {
+        if self.live_total.load(Ordering::SeqCst) != 0 {
+            return false;
+        }
+        self.timer_idle.store(true, Ordering::SeqCst);
+        if self.live_total.load(Ordering::SeqCst) != 0 || !self.failed_sends.lock().is_empty() {
+            self.timer_idle.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Wakes the timer thread if it is parked idle (a transaction or a failed send appeared).
+    fn wake_timer(&self) {
+        if self.timer_idle.load(Ordering::SeqCst)
+            && self.timer_idle.swap(false, Ordering::SeqCst)
+            && let Some(t) = self.timer_thread.get()
+        {
+            t.unpark();
+        }
     }
 
     /// Stops the timer thread (transactions in flight are left to their fate).
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.timer_thread.get() {
+            t.unpark();
+        }
     }
 
     /// The transaction kind a request method creates.

@@ -124,7 +124,8 @@ impl Tm {
         let k = usize::from(kind != TxnKind::Invite);
         self.counters.live[k].inc();
         self.counters.total[k].inc();
-        self.live_total.fetch_add(1, Ordering::Relaxed);
+        self.live_total.fetch_add(1, Ordering::SeqCst);
+        self.wake_timer();
         Ok(Open::New(g))
     }
 

@@ -461,6 +461,30 @@ fn no_answer_at_all_gives_the_caller_a_408() {
 }
 
 #[test]
+fn after_the_proxy_sat_idle_with_its_timer_parked_each_new_call_still_times_out_with_408() {
+    let bob = Ua::udp("bob");
+    let cfg = TmConfig {
+        fr_timer: 300,
+        ..fast_cfg()
+    };
+    let p = Proxy::start(cfg, one_target(bob.uri()), no_failure);
+    let alice = Ua::udp("alice");
+    for round in 0..2 {
+        // Idle long enough for the timer thread to park (it does after one empty tick). The
+        // INVITE must wake it: parked, it would look again only after 5 s, past WAIT.
+        std::thread::sleep(Duration::from_millis(100));
+        let call = Call::invite(&alice, "sip:bob@example.com", b"");
+        alice.send(p.udp, &call.bytes);
+        bob.wait_req("INVITE");
+        let fin = alice.wait_final("INVITE", &call.call_id, WAIT).unwrap();
+        assert_eq!(fin.status(), Some(408), "round {round}");
+        alice.send(p.udp, &call.ack_non2xx(&alice, &fin));
+        p.assert_all_freed(WAIT);
+    }
+    assert_eq!(p.tm.stats().local_408, 2);
+}
+
+#[test]
 fn a_provisional_then_silence_ends_with_a_cancel_to_the_callee_and_408_to_the_caller() {
     let bob = Ua::udp("bob");
     let cfg = TmConfig {

@@ -164,13 +164,19 @@ impl SubscriberStore {
         }
     }
 
+    /// Whether the reader is an SQLite file read in-process (no round trip per read).
+    pub fn reads_locally(&self) -> bool {
+        self.reader().reads_locally()
+    }
+
     /// Whether the reader batches reads ([`get_many_sync`](Self::get_many_sync)).
     pub fn batches_reads(&self) -> bool {
         self.reader().batches_reads()
     }
 
-    /// Every subscriber of `domain` among `users` in one query on the calling thread (from
-    /// the replica when configured); `None` = failed or not available.
+    /// Every subscriber of `domain` among `users` on the calling thread, in one query where
+    /// the table is remote (from the replica when configured); `None` = failed or not
+    /// available.
     pub fn get_many_sync(&self, domain: &str, users: &[&str]) -> Option<Vec<SubscriberRow>> {
         self.reader().get_many_sync(domain, users)
     }

@@ -76,9 +76,15 @@ impl SqlSubscribers {
         self.remote.as_ref()?.get(username, domain)
     }
 
-    /// Whether [`get_many_sync`](Self::get_many_sync) can work here (PostgreSQL, MySQL).
+    /// Whether reads run in-process on an SQLite file (no round trip to a server).
+    pub fn reads_locally(&self) -> bool {
+        self.sync.is_some()
+    }
+
+    /// Whether [`get_many_sync`](Self::get_many_sync) can work here (an SQLite file,
+    /// PostgreSQL, MySQL).
     pub fn batches_reads(&self) -> bool {
-        self.remote.is_some()
+        self.remote.is_some() || self.sync.is_some()
     }
 
     /// Periodic upkeep (every 100 ms or so): idle in-process SQLite readers let go of their
@@ -96,9 +102,13 @@ impl SqlSubscribers {
         }
     }
 
-    /// Every subscriber of `domain` among `users` (at most [`MANY_MAX`]) in one query, on the
-    /// calling thread; `None` = failed or not available (see [`SyncRemoteReader::get_many`]).
+    /// Every subscriber of `domain` among `users` (at most [`MANY_MAX`]), on the calling
+    /// thread: one query on PostgreSQL / MySQL, one lookup each in one snapshot of an SQLite
+    /// file; `None` = failed or not available (see [`SyncRemoteReader::get_many`]).
     pub fn get_many_sync(&self, domain: &str, users: &[&str]) -> Option<Vec<SubscriberRow>> {
+        if let Some(r) = &self.sync {
+            return r.get_many(domain, users);
+        }
         self.remote.as_ref()?.get_many(domain, users)
     }
 

@@ -92,6 +92,28 @@ impl SyncSqliteReader {
     /// read failed (file or table not created yet, locked past the timeout...): the caller then
     /// uses the asynchronous path, which reports the error as every other backend does.
     pub fn get(&self, username: &str, domain: &str) -> Option<Option<SubscriberRow>> {
+        self.with_reader(|c| one(c, username, domain))
+    }
+
+    /// Reads the subscribers of `domain` among `users` on the calling thread, one lookup
+    /// each on one connection and snapshot (a batch of parked requests, see the auth
+    /// module's batched reads); users not in the table are absent. `None` as for
+    /// [`get`](Self::get).
+    pub fn get_many(&self, domain: &str, users: &[&str]) -> Option<Vec<SubscriberRow>> {
+        self.with_reader(|c| {
+            let mut rows = Vec::with_capacity(users.len());
+            for u in users {
+                if let Some(r) = one(c, u, domain)? {
+                    rows.push(r);
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    /// Runs `f` on an idle connection (opened if none), inside its current snapshot or a
+    /// fresh one; `None` when opening or `f` failed.
+    fn with_reader<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Option<R> {
         let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
         let mut r = match pooled {
             Some(r) => r,
@@ -116,23 +138,7 @@ impl SyncSqliteReader {
             r.since = keep.then_some(now);
             r.writes = writes;
         }
-        let res = r.conn.prepare_cached(GET).and_then(|mut st| {
-            st.query_row([username, domain], |r| {
-                Ok(SubscriberRow {
-                    username: r.get(0)?,
-                    domain: r.get(1)?,
-                    ha1_md5: r.get(2)?,
-                    ha1_sha256: r.get(3)?,
-                    ha1_sha512_256: r.get(4)?,
-                    password: r.get(5)?,
-                    enabled: r.get::<_, i64>(6)? != 0,
-                    attrs: r.get(7)?,
-                    created: r.get(8)?,
-                    updated: r.get(9)?,
-                })
-            })
-            .optional()
-        });
+        let res = f(&r.conn);
         // A connection that failed (e.g. the table is missing) is not kept: the next read
         // opens a fresh one and sees a schema created meanwhile.
         if res.is_ok()
@@ -159,6 +165,26 @@ impl SyncSqliteReader {
             v.retain_mut(|r| !r.stale(now, self.snapshot_max, None) || r.end());
         }
     }
+}
+
+/// One subscriber by its key, with the prepared statement of `c`.
+fn one(c: &Connection, username: &str, domain: &str) -> rusqlite::Result<Option<SubscriberRow>> {
+    c.prepare_cached(GET)?
+        .query_row([username, domain], |r| {
+            Ok(SubscriberRow {
+                username: r.get(0)?,
+                domain: r.get(1)?,
+                ha1_md5: r.get(2)?,
+                ha1_sha256: r.get(3)?,
+                ha1_sha512_256: r.get(4)?,
+                password: r.get(5)?,
+                enabled: r.get::<_, i64>(6)? != 0,
+                attrs: r.get(7)?,
+                created: r.get(8)?,
+                updated: r.get(9)?,
+            })
+        })
+        .optional()
 }
 
 #[cfg(test)]
@@ -208,6 +234,22 @@ mod tests {
             (row.ha1_md5.as_str(), row.enabled, row.updated),
             ("abc", true, 2)
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_batch_read_returns_the_known_users_of_the_domain_and_leaves_out_the_others() {
+        let (dir, path, w) = table("many");
+        insert(&w, "alice");
+        insert(&w, "bob");
+        let r = SyncSqliteReader::new(path.clone(), Duration::from_secs(1));
+        let rows = r
+            .get_many("example.com", &["alice", "mallory", "bob"])
+            .unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r.username.as_str()).collect();
+        assert_eq!(names, ["alice", "bob"]);
+        assert!(r.get_many("other.org", &["alice"]).unwrap().is_empty());
+        assert!(r.get_many("example.com", &[]).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
