@@ -151,7 +151,8 @@ impl Engine {
             .park(user, domain, size, Box::new(move || me.resume(msg, info)));
     }
 
-    /// Runs a request set aside by [`park`](Self::park) again, on the batch reader's thread.
+    /// Runs a request set aside by [`park`](Self::park) again, on the batch reader's thread
+    /// or on the SIP worker that ran its batch.
     fn resume(&self, msg: SipMessage, info: RxInfo) {
         self.on_request(msg, info, Instant::now(), true);
     }

@@ -6,9 +6,9 @@
 //! pays: its lookups and requests run back to back with warm caches and their answers leave
 //! in one `sendmmsg`; there the SIP worker that comes by once a batch is due runs it itself
 //! ([`BatchReader::run_due`], between receives), and the thread only takes a batch no worker
-//! came by for within [`INLINE_GRACE`]. The engine parks requests with credentials of an uncached user before
-//! the script ([`crate::Auth::prefetch`]); the script parks the rest at `www_authenticate` /
-//! `proxy_authenticate` ([`crate::AuthResult::Parked`]).
+//! came by for within [`INLINE_GRACE`]. The engine parks requests with credentials of an
+//! uncached user before the script ([`crate::Auth::prefetch`]); the script parks the rest at
+//! `www_authenticate` / `proxy_authenticate` ([`crate::AuthResult::Parked`]).
 //!
 //! Why: on loopback a PostgreSQL round trip costs the reading process about 60 µs of CPU
 //! (system calls, wake-ups, the client's protocol code), twice the rest of an authenticated
@@ -18,11 +18,12 @@
 //! Kamailio's `auth_db` blocks the worker instead.
 //!
 //! Bounds: at most `batch_max_parked` requests and [`MAX_PARKED_BYTES`] wait (a request
-//! beyond that reads the table itself, as without batching), at most 8 per subscriber (retransmissions), one query in
-//! flight on a remote table (on the embedded one each worker may run a batch of its own). A request waits for at most `batch_window_ms` plus one query (`timeout_ms`), and
-//! only when at least two more are expected within the window (at the rate requests were
-//! parked lately); a lone request at a low rate is read at once. When
-//! the query fails the parked requests run again anyway and read the table themselves, which
+//! beyond that reads the table itself, as without batching), at most 8 per subscriber
+//! (retransmissions), one query in flight on a remote table (on the embedded one each worker
+//! may run a batch of its own). A request waits for at most `batch_window_ms` plus one query
+//! (`timeout_ms`), and only when at least two more are expected within the window (at the
+//! rate requests were parked lately); a lone request at a low rate is read at once. When the
+//! query fails the parked requests run again anyway and read the table themselves, which
 //! answers 503 while it is down. Nothing is dropped.
 
 use std::collections::{HashMap, VecDeque};
