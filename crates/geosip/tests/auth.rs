@@ -859,6 +859,11 @@ fn registers_waiting_for_a_batched_read_of_the_embedded_table_are_all_answered_a
     let users: Vec<String> = (0..12).map(|i| format!("b{i:02}")).collect();
     let s = batched_server(&users, "127.0.0.1", None, &[]);
     batched_registers_are_answered_as_without_batching(&s, &users);
+    // The UDP worker ran them (Handler::on_idle), not only the reader's thread 5 ms later.
+    let on_worker = s
+        .metric("geosip_auth_batch_queries_total{count=\"on_worker\"}")
+        .unwrap_or(0.0);
+    assert!(on_worker >= 1.0, "{on_worker} batches ran on a SIP worker");
 }
 
 /// Sends the authenticated REGISTERs of `users`, a wrong password, an unknown user and a

@@ -86,6 +86,9 @@ pub struct BatchStats {
     pub users: Counter,
     /// Queries that failed (their requests read the table themselves).
     pub failures: Counter,
+    /// Batches a SIP worker ran itself ([`BatchReader::run_due`], embedded table); the rest
+    /// of `queries` ran on the reader's thread.
+    pub on_worker: Counter,
     /// Requests not parked because `batch_max_parked` were waiting.
     pub overflows: Counter,
 }
@@ -153,6 +156,7 @@ impl BatchReader {
             }
             self.take(&mut s)
         };
+        self.stats.on_worker.inc();
         self.execute(batch);
         true
     }

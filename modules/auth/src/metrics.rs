@@ -114,12 +114,13 @@ pub(crate) fn register(auth: &Arc<Auth>, registry: &Registry) {
             out.sample(&[], b.stats.parked.get() as f64);
             out.family(Family {
                 name: "geosip_auth_batch_queries_total",
-                help: "Batched subscriber queries, and the users they asked for.",
+                help: "Batched subscriber queries, the users they asked for, those that failed, and those a SIP worker ran itself.",
                 kind: MKind::Counter,
             });
             out.sample(&[("count", "queries")], b.stats.queries.get() as f64);
             out.sample(&[("count", "users")], b.stats.users.get() as f64);
             out.sample(&[("count", "failures")], b.stats.failures.get() as f64);
+            out.sample(&[("count", "on_worker")], b.stats.on_worker.get() as f64);
             out.family(Family {
                 name: "geosip_auth_batch_overflows_total",
                 help: "Requests that read their subscriber themselves because batch_max_parked were waiting.",

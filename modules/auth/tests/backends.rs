@@ -308,7 +308,10 @@ fn on_the_embedded_table_a_due_batch_runs_on_the_worker_that_asks_for_it() {
         subs.cached(b"alice", b"example.com"),
         Some(Some(_))
     ));
-    assert_eq!((b.parked(), b.stats.queries.get()), (0, 1));
+    assert_eq!(
+        (b.parked(), b.stats.queries.get(), b.stats.on_worker.get()),
+        (0, 1, 1)
+    );
     assert!(!b.run_due());
     let _ = std::fs::remove_dir_all(dir);
 }
