@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use crate::scan::{SplitTop, is_token, is_token_byte, skip_quoted, trim_lws};
+use crate::scan::{
+    SplitTop, TOKEN, is_lws, is_token, is_token_byte, skip_lws, skip_quoted, span, trim_lws,
+};
 
 /// The value is not `auth-scheme [LWS auth-params]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,39 +92,14 @@ impl<'a> AuthValue<'a> {
             return None;
         }
         let mut d = DigestCredentials::default();
-        const NAMES: [&[u8]; 11] = [
-            b"username",
-            b"realm",
-            b"nonce",
-            b"uri",
-            b"response",
-            b"algorithm",
-            b"cnonce",
-            b"opaque",
-            b"qop",
-            b"nc",
-            b"userhash",
-        ];
+        // One pass over well-formed parameters (what every UA sends); anything unusual goes
+        // the general way, which gives the same result for well-formed input.
+        if canonical_params(self.params, false, |n, v, _| d.set(n, v)) {
+            return Some(d);
+        }
+        d = DigestCredentials::default();
         for (n, v) in self.params() {
-            let Some(idx) = NAMES.iter().position(|k| n.eq_ignore_ascii_case(k)) else {
-                continue;
-            };
-            let slot = match idx {
-                0 => &mut d.username,
-                1 => &mut d.realm,
-                2 => &mut d.nonce,
-                3 => &mut d.uri,
-                4 => &mut d.response,
-                5 => &mut d.algorithm,
-                6 => &mut d.cnonce,
-                7 => &mut d.opaque,
-                8 => &mut d.qop,
-                9 => &mut d.nc,
-                _ => &mut d.userhash,
-            };
-            if slot.is_none() {
-                *slot = Some(v);
-            }
+            d.set(n, v);
         }
         Some(d)
     }
@@ -170,6 +147,13 @@ impl<'a> AuthValue<'a> {
         if self.params.is_empty() {
             return true;
         }
+        let mut plain_ok = true;
+        if canonical_params(self.params, true, |_, v, quoted| {
+            plain_ok &= quoted || plain_value_ok(v);
+        }) && plain_ok
+        {
+            return true;
+        }
         for p in SplitTop::new(self.params, b',') {
             let Some(eq) = crate::scan::find_byte_at(b'=', p) else {
                 // Some schemes carry a bare token68; accept a single token.
@@ -181,9 +165,7 @@ impl<'a> AuthValue<'a> {
             let (n, v) = (trim_lws(&p[..eq]), trim_lws(&p[eq + 1..]));
             let v_ok = match v.first() {
                 Some(b'"') => skip_quoted(v, 0) == Some(v.len()),
-                Some(_) => v
-                    .iter()
-                    .all(|&b| is_token_byte(b) || b == b'/' || b == b'='),
+                Some(_) => plain_value_ok(v),
                 None => false,
             };
             if !is_token(n) || !v_ok {
@@ -191,6 +173,90 @@ impl<'a> AuthValue<'a> {
             }
         }
         true
+    }
+}
+
+/// An unquoted parameter value: token characters, plus the `/` and `=` of base64 nonces.
+fn plain_value_ok(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.iter()
+            .all(|&b| is_token_byte(b) || b == b'/' || b == b'=')
+}
+
+/// Walks `name LWS "=" LWS (quoted-string / plain value)` parameters separated by commas in
+/// one pass, calling `f(name, value, quoted)` with quotes removed. Returns false, having
+/// possibly called `f` for some, at the first thing outside that shape (a bare token, an
+/// unclosed quote, a `<`, bytes after a closing quote): the caller then uses
+/// [`AuthValue::params`], which yields the same pairs for every input this accepts. Empty
+/// items (`,,`, a trailing comma) are skipped, or refused when `strict`.
+fn canonical_params<'a>(
+    s: &'a [u8],
+    strict: bool,
+    mut f: impl FnMut(&'a [u8], &'a [u8], bool),
+) -> bool {
+    let mut i = 0;
+    let mut item_expected = false;
+    loop {
+        i = skip_lws(s, i);
+        let Some(&c) = s.get(i) else {
+            return !(strict && item_expected);
+        };
+        if c == b',' {
+            if strict {
+                return false;
+            }
+            i += 1;
+            continue;
+        }
+        let n0 = i;
+        i = span(s, i, TOKEN);
+        if i == n0 {
+            return false;
+        }
+        let name = &s[n0..i];
+        i = skip_lws(s, i);
+        if s.get(i) != Some(&b'=') {
+            return false;
+        }
+        i = skip_lws(s, i + 1);
+        match s.get(i) {
+            None => return false,
+            Some(b'"') => {
+                let Some(end) = skip_quoted(s, i) else {
+                    return false;
+                };
+                f(name, &s[i + 1..end - 1], true);
+                i = skip_lws(s, end);
+                match s.get(i) {
+                    None => return true,
+                    Some(b',') => {
+                        i += 1;
+                        item_expected = true;
+                    }
+                    Some(_) => return false,
+                }
+            }
+            Some(_) => {
+                let v0 = i;
+                while let Some(&b) = s.get(i) {
+                    match b {
+                        b',' => break,
+                        b'"' | b'<' => return false,
+                        _ => i += 1,
+                    }
+                }
+                let mut v1 = i;
+                while v1 > v0 && is_lws(s[v1 - 1]) {
+                    v1 -= 1;
+                }
+                f(name, &s[v0..v1], false);
+                if i == s.len() {
+                    return true;
+                }
+                i += 1;
+                item_expected = true;
+            }
+        }
     }
 }
 
@@ -228,6 +294,30 @@ pub struct DigestCredentials<'a> {
     pub nc: Option<&'a [u8]>,
     /// `userhash` (RFC 7616).
     pub userhash: Option<&'a [u8]>,
+}
+
+impl<'a> DigestCredentials<'a> {
+    /// Records parameter `n` = `v` when `n` is a digest-response field not seen yet (the
+    /// first occurrence wins).
+    fn set(&mut self, n: &[u8], v: &'a [u8]) {
+        let slot = match n.len() {
+            2 if n.eq_ignore_ascii_case(b"nc") => &mut self.nc,
+            3 if n.eq_ignore_ascii_case(b"uri") => &mut self.uri,
+            3 if n.eq_ignore_ascii_case(b"qop") => &mut self.qop,
+            5 if n.eq_ignore_ascii_case(b"realm") => &mut self.realm,
+            5 if n.eq_ignore_ascii_case(b"nonce") => &mut self.nonce,
+            6 if n.eq_ignore_ascii_case(b"cnonce") => &mut self.cnonce,
+            6 if n.eq_ignore_ascii_case(b"opaque") => &mut self.opaque,
+            8 if n.eq_ignore_ascii_case(b"username") => &mut self.username,
+            8 if n.eq_ignore_ascii_case(b"response") => &mut self.response,
+            8 if n.eq_ignore_ascii_case(b"userhash") => &mut self.userhash,
+            9 if n.eq_ignore_ascii_case(b"algorithm") => &mut self.algorithm,
+            _ => return,
+        };
+        if slot.is_none() {
+            *slot = Some(v);
+        }
+    }
 }
 
 /// Digest challenge (quotes removed).
@@ -271,6 +361,90 @@ mod tests {
         assert_eq!(d.algorithm, Some(&b"MD5"[..]));
         assert_eq!(d.opaque, Some(&b"5ccc069c403ebaf9f0171e9517f40e41"[..]));
         assert_eq!(d.response, Some(&b"6629fae49393a05397450978507c4ef1"[..]));
+    }
+
+    /// What `digest_credentials` and `is_valid` gave before the one-pass reading: every
+    /// parameter through [`AuthValue::params`] / the general validity walk.
+    fn general(a: &AuthValue<'_>) -> (Option<DigestCredentials<'static>>, bool) {
+        let d = a.is_digest().then(|| {
+            let mut d = DigestCredentials::default();
+            for (n, v) in a.params() {
+                d.set(n, v);
+            }
+            d
+        });
+        let leak = |v: Option<&[u8]>| v.map(|v| &*Vec::leak(v.to_vec()));
+        let d = d.map(|d| DigestCredentials {
+            username: leak(d.username),
+            realm: leak(d.realm),
+            nonce: leak(d.nonce),
+            uri: leak(d.uri),
+            response: leak(d.response),
+            algorithm: leak(d.algorithm),
+            cnonce: leak(d.cnonce),
+            opaque: leak(d.opaque),
+            qop: leak(d.qop),
+            nc: leak(d.nc),
+            userhash: leak(d.userhash),
+        });
+        let valid = is_token(a.scheme)
+            && (a.params.is_empty()
+                || SplitTop::new(a.params, b',').all(|p| {
+                    match crate::scan::find_byte_at(b'=', p) {
+                        None => is_token(p),
+                        Some(eq) => {
+                            let (n, v) = (trim_lws(&p[..eq]), trim_lws(&p[eq + 1..]));
+                            is_token(n)
+                                && match v.first() {
+                                    Some(b'"') => skip_quoted(v, 0) == Some(v.len()),
+                                    Some(_) => plain_value_ok(v),
+                                    None => false,
+                                }
+                        }
+                    }
+                }));
+        (d, valid)
+    }
+
+    #[test]
+    fn the_one_pass_reading_gives_what_the_general_one_gives_for_odd_credentials() {
+        for raw in [
+            &br#"Digest username="bob", realm="b.com",nonce="n==",uri="sip:b.com",response="r""#[..],
+            br#"Digest username = "bob" , realm=b.com,,, nc=00000001 ,qop=auth"#,
+            br#"Digest realm="a"b", nonce=abc==, opaque="""#,
+            br#"Digest realm="a"x, nonce=1"#,
+            br#"Digest realm="unterminated, nonce=1"#,
+            br#"Digest token68only"#,
+            br#"Digest nc=, uri=<sip:x>, realm=r"#,
+            br#"Digest realm=, nonce="#,
+            b"Digest realm=\"x\"\r\n\t, nonce = y\t",
+            br#"Digest REALM="upper", Realm="second", USERNAME=u"#,
+        ] {
+            let a = AuthValue::parse(raw).expect("parses");
+            let (d, valid) = general(&a);
+            assert_eq!(
+                a.digest_credentials(),
+                d,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+            assert_eq!(a.is_valid(), valid, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        #[test]
+        fn the_one_pass_reading_agrees_with_the_general_one_on_any_input(
+            raw in proptest::collection::vec(proptest::sample::select(
+                &b"Digest usernamercoqp=\",, \"\\<>\t\r\n/xA1"[..]), 0..60)
+        ) {
+            if let Ok(a) = AuthValue::parse(&raw) {
+                let (d, valid) = general(&a);
+                proptest::prop_assert_eq!(a.digest_credentials(), d);
+                proptest::prop_assert_eq!(a.is_valid(), valid);
+            }
+        }
     }
 
     #[test]
