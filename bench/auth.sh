@@ -4,6 +4,8 @@
 #
 #   bench/auth.sh                      geosip's subscriber table in the embedded SQLite
 #   PG=1 bench/auth.sh                 geosip's subscriber table in PostgreSQL (127.0.0.1:5432)
+#   SIDE=1 bench/auth.sh               both servers at the same time, each with its own SIPp,
+#                                      so that the machine's drift hits both alike
 # Env: USERS (20000) RATE (2000) RUNS (3) OUT (/tmp/geosip-auth-<time>)
 #      GEOSIP_SET: more `--set` for geosip, space-separated (e.g. "auth.batch_reads=false")
 # Kamailio reads its subscriber table with db_sqlite (package kamailio-sqlite-modules), or with
@@ -67,7 +69,7 @@ measure() { # name target pids...
     local c0 c1 t0 t1
     c0=$(cpu "$@"); t0=$(date +%s.%N)
     sipp "$target" -sf "$ROOT/bench/scenarios/register_auth.xml" -inf "$OUT/users.csv" -r "$RATE" -m "$USERS" \
-        -i 127.0.0.1 -nostdin -timeout 120s -timeout_error -trace_stat -stf "$OUT/$name-stat.csv" >/dev/null 2>&1 || true
+        -i 127.0.0.1 -p "${SPORT:-5060}" -nostdin -timeout 120s -timeout_error -trace_stat -stf "$OUT/$name-stat.csv" >/dev/null 2>&1 || true
     c1=$(cpu "$@"); t1=$(date +%s.%N)
     python3 - "$OUT/$name-stat.csv" "$name" "$c0" "$c1" "$t0" "$t1" "$USERS" <<'PY' | tee -a "$OUT/results.txt"
 import sys
@@ -76,20 +78,42 @@ rows = [l.rstrip("\n").split(";") for l in open(f)]
 h, v = rows[0], rows[-1]
 g = lambda k: int(v[h.index(k)]) if k in h else 0
 ok, fail = g("SuccessfulCall(C)"), g("FailedCall(C)")
+us = (c1 - c0) / max(ok, 1) * 1e6
 print(f"{name:10} {ok}/{n} ok, {fail} failed, server CPU {c1 - c0:.2f} s over {t1 - t0:.1f} s: "
-      f"{(c1 - c0) / max(ok, 1) * 1e6:.1f} us per authenticated REGISTER")
+      f"{us:.1f} us per authenticated REGISTER")
+open(f.replace("-stat.csv", ".us"), "w").write(f"{us}\n")
 PY
+}
+ratio() {
+    python3 -c "import sys; g, k = (float(open(f).read()) for f in sys.argv[1:]); print(f'ratio      {g / k:.2f}')" \
+        "$OUT/geosip.us" "$OUT/kamailio.us" | tee -a "$OUT/results.txt"
+}
+start_kamailio() {
+    kamailio -DD -E -f "$ROOT/bench/kamailio-auth.cfg" -m 1024 -M 64 -A "KAM_PORT=$KPORT" -A 'KAM_CHILDREN=4' \
+        -A "KAM_CTL=\"unix:$OUT/kam.sock\"" -A "KAM_DB=\"$KDB\"" "${KDEF[@]}" >"$OUT/kamailio.log" 2>&1 &
+    KPID=$!
 }
 
 for i in $(seq "$RUNS"); do
+    if [[ -n "${SIDE:-}" ]]; then
+        "$BIN" run --listen "udp:127.0.0.1:$GPORT" --admin 127.0.0.1:5086 --data-dir "$OUT/gdata" "${GARGS[@]}" >"$OUT/geosip.log" 2>&1 &
+        GPID=$!; start_kamailio; sleep 2
+        SPORT=6100 measure geosip "127.0.0.1:$GPORT" "$GPID" &
+        M1=$!
+        SPORT=6200 measure kamailio "127.0.0.1:$KPORT" "$KPID" $(ps -o pid= --ppid "$KPID") &
+        M2=$!
+        wait "$M1" "$M2"
+        kill "$GPID" "$KPID"; wait "$GPID" "$KPID" 2>/dev/null || true; sleep 1
+        ratio
+        continue
+    fi
     "$BIN" run --listen "udp:127.0.0.1:$GPORT" --admin 127.0.0.1:5086 --data-dir "$OUT/gdata" "${GARGS[@]}" >"$OUT/geosip.log" 2>&1 &
     GPID=$!; sleep 1
     measure geosip "127.0.0.1:$GPORT" "$GPID"
     kill "$GPID"; wait "$GPID" 2>/dev/null || true
-    kamailio -DD -E -f "$ROOT/bench/kamailio-auth.cfg" -m 1024 -M 64 -A "KAM_PORT=$KPORT" -A 'KAM_CHILDREN=4' \
-        -A "KAM_CTL=\"unix:$OUT/kam.sock\"" -A "KAM_DB=\"$KDB\"" "${KDEF[@]}" >"$OUT/kamailio.log" 2>&1 &
-    KPID=$!; sleep 2
+    start_kamailio; sleep 2
     measure kamailio "127.0.0.1:$KPORT" "$KPID" $(ps -o pid= --ppid "$KPID")
     kill "$KPID"; wait "$KPID" 2>/dev/null || true; sleep 1
+    ratio
 done
 echo "results in $OUT/results.txt"

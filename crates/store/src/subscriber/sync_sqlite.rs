@@ -23,7 +23,8 @@ const MAX_IDLE: usize = 8;
 /// this server also update the cache at once.
 const SNAPSHOT_MAX: Duration = Duration::from_millis(100);
 
-const GET: &str = "SELECT username, domain, ha1_md5, ha1_sha256, ha1_sha512_256, password, \
+// The key columns are not read back: `=` compares bytes, so they are the arguments.
+const GET: &str = "SELECT ha1_md5, ha1_sha256, ha1_sha512_256, password, \
                    enabled, attrs, created, updated FROM subscriber WHERE username = ?1 AND domain = ?2";
 
 /// Read-only connections to one SQLite file, opened on first use.
@@ -92,7 +93,7 @@ impl SyncSqliteReader {
     /// read failed (file or table not created yet, locked past the timeout...): the caller then
     /// uses the asynchronous path, which reports the error as every other backend does.
     pub fn get(&self, username: &str, domain: &str) -> Option<Option<SubscriberRow>> {
-        self.with_reader(|c| one(c, username, domain))
+        self.with_reader(|c| one(&mut c.prepare_cached(GET)?, username, domain))
     }
 
     /// Reads the subscribers of `domain` among `users` on the calling thread, one lookup
@@ -102,8 +103,9 @@ impl SyncSqliteReader {
     pub fn get_many(&self, domain: &str, users: &[&str]) -> Option<Vec<SubscriberRow>> {
         self.with_reader(|c| {
             let mut rows = Vec::with_capacity(users.len());
+            let mut st = c.prepare_cached(GET)?;
             for u in users {
-                if let Some(r) = one(c, u, domain)? {
+                if let Some(r) = one(&mut st, u, domain)? {
                     rows.push(r);
                 }
             }
@@ -167,24 +169,27 @@ impl SyncSqliteReader {
     }
 }
 
-/// One subscriber by its key, with the prepared statement of `c`.
-fn one(c: &Connection, username: &str, domain: &str) -> rusqlite::Result<Option<SubscriberRow>> {
-    c.prepare_cached(GET)?
-        .query_row([username, domain], |r| {
-            Ok(SubscriberRow {
-                username: r.get(0)?,
-                domain: r.get(1)?,
-                ha1_md5: r.get(2)?,
-                ha1_sha256: r.get(3)?,
-                ha1_sha512_256: r.get(4)?,
-                password: r.get(5)?,
-                enabled: r.get::<_, i64>(6)? != 0,
-                attrs: r.get(7)?,
-                created: r.get(8)?,
-                updated: r.get(9)?,
-            })
+/// One subscriber by its key, with `st`, the prepared [`GET`].
+fn one(
+    st: &mut rusqlite::CachedStatement<'_>,
+    username: &str,
+    domain: &str,
+) -> rusqlite::Result<Option<SubscriberRow>> {
+    st.query_row([username, domain], |r| {
+        Ok(SubscriberRow {
+            username: username.to_string(),
+            domain: domain.to_string(),
+            ha1_md5: r.get(0)?,
+            ha1_sha256: r.get(1)?,
+            ha1_sha512_256: r.get(2)?,
+            password: r.get(3)?,
+            enabled: r.get::<_, i64>(4)? != 0,
+            attrs: r.get(5)?,
+            created: r.get(6)?,
+            updated: r.get(7)?,
         })
-        .optional()
+    })
+    .optional()
 }
 
 #[cfg(test)]
